@@ -1,0 +1,392 @@
+"""The driver side of a rank pool: spawn once, dispatch examples, survive faults.
+
+The driver (pytest + Hypothesis) is never a rank, so a hung collective cannot
+hang it: every dispatch has a deadline, and on expiry the pool is dumped and
+killed. Ranks are forked from a forkserver that has already imported torch and
+Keras, so replacing a dead pool costs a fork and a handshake.
+"""
+
+import atexit
+import multiprocessing.connection as mpc
+import os
+import pickle
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from kdist_props.cluster.agreement import disagreeing_ranks
+from kdist_props.cluster.errors import BackendLimitation, RankCrash, RankDesync, RankError, RankHang
+
+# After one rank raised, how long the others get to finish before the pool is
+# declared stuck (they may be waiting in a collective the failed rank skipped).
+ERROR_GRACE_S = 2.0
+SHUTDOWN_GRACE_S = 5.0
+LOG_TAIL_CHARS = 3000
+
+
+
+class Zygote:
+    """Driver-side handle on the fork server (see zygote.py)."""
+
+    def __init__(self):
+        from kdist_props.cluster import zygote
+
+        self._protocol = zygote
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kdist_props.cluster.zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        kind, _ = self._protocol.read_message(self.proc.stdout)
+        assert kind == "ready", kind
+
+    def call(self, command, arg):
+        with self._lock:
+            self._protocol.write_message(self.proc.stdin, (command, arg))
+            return self._protocol.read_message(self.proc.stdout)[1]
+
+    def fork(self, *rank_args):
+        return self.call("fork", rank_args)
+
+    def reap(self, pid):
+        return self.call("reap", pid)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+class RankProcess:
+    """A rank forked by the zygote: pid, a pollable sentinel, and its exit code."""
+
+    def __init__(self, zygote, pid):
+        self.zygote = zygote
+        self.pid = pid
+        self.sentinel = os.pidfd_open(pid)  # readable once the process has ended
+        self.exitcode = None
+        self._reaped = False
+
+    def has_ended(self):
+        return bool(select.select([self.sentinel], [], [], 0)[0])
+
+    def reap(self):
+        """Wait for the ended process and record its exit code (negative: signal)."""
+        if not self._reaped:
+            self.exitcode = self.zygote.reap(self.pid)
+            self._reaped = True
+            os.close(self.sentinel)
+        return self.exitcode
+
+
+class Pool:
+    """`world_size` ranks in one process group, reused across examples."""
+
+    def __init__(self, zygote, world_size, *, device="cpu", startup_timeout_s=120.0, pg_timeout_s=600.0):
+        self.zygote = zygote
+        self.world_size = world_size
+        self.device = device
+        self.startup_timeout_s = startup_timeout_s
+        self.pg_timeout_s = pg_timeout_s
+        self.procs = []
+        self.conns = {}
+        self.pids = []
+        self.store_port = None
+        self.broken = False
+        self.closed = False
+        self.startup_s = None
+        self.examples_run = 0
+        self._seq = 0
+        self._workdir = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self):
+        began = time.monotonic()
+        self._workdir = tempfile.mkdtemp(prefix=f"kdist-w{self.world_size}-")
+        address = os.path.join(self._workdir, "driver.sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            server.bind(address)
+            server.listen(self.world_size)
+            for rank in range(self.world_size):
+                pid = self.zygote.fork(rank, self.world_size, address, self._workdir, self.device, self.pg_timeout_s)
+                self.procs.append(RankProcess(self.zygote, pid))
+            self._handshake(server, began + self.startup_timeout_s)
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            server.close()
+        self.startup_s = time.monotonic() - began
+        return self
+
+    def _handshake(self, server, deadline):
+        unnamed = []
+        while len(unnamed) < self.world_size:
+            self._raise_if_any_died("during start-up")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RankHang(
+                    f"pool of {self.world_size} did not start within {self.startup_timeout_s:.0f} s "
+                    "(--kdist-startup-timeout)",
+                    self._log_tails(),
+                )
+            if select.select([server], [], [], min(remaining, 0.2))[0]:
+                sock, _ = server.accept()
+                unnamed.append(mpc.Connection(sock.detach()))
+        for conn in unnamed:
+            kind, rank, pid = self._recv_by(conn, deadline)
+            assert kind == "hello", kind
+            self.conns[rank] = conn
+        self.pids = [proc.pid for proc in self.procs]
+        kind, port = self._recv_by(self.conns[0], deadline)
+        assert kind == "store", kind
+        self.store_port = port
+        for rank in range(1, self.world_size):
+            self.conns[rank].send_bytes(pickle.dumps(("store", port)))
+        replies, dead, pending = self._collect(range(self.world_size), deadline)
+        if dead or pending:
+            raise RankCrash(
+                f"pool of {self.world_size} failed to join its process group",
+                self._log_tails(),
+            )
+
+    def _recv_by(self, conn, deadline):
+        while not conn.poll(0.2):
+            self._raise_if_any_died("during start-up")
+            if time.monotonic() > deadline:
+                raise RankHang(f"pool of {self.world_size} stalled during start-up", self._log_tails())
+        return pickle.loads(conn.recv_bytes())
+
+    def _raise_if_any_died(self, when):
+        dead = {r: p.reap() for r, p in enumerate(self.procs) if p.has_ended()}
+        if dead:
+            raise RankCrash(f"rank(s) {sorted(dead)} died {when}", self._death_reports(dead))
+
+    def close(self):
+        """Shut the ranks down in order; kill whatever does not leave in time."""
+        if self.closed:
+            return
+        if not self.broken:
+            for conn in self.conns.values():
+                try:
+                    conn.send_bytes(pickle.dumps(("shutdown",)))
+                except OSError:
+                    pass
+            deadline = time.monotonic() + SHUTDOWN_GRACE_S
+            for proc in self.procs:
+                select.select([proc.sentinel], [], [], max(0.0, deadline - time.monotonic()))
+        self.kill()
+
+    def kill(self):
+        """SIGKILL every rank's process group, reap them, free everything."""
+        self.broken = True
+        for proc in self.procs:
+            for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), lambda: os.kill(proc.pid, signal.SIGKILL)):
+                try:
+                    kill()
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for proc in self.procs:
+            proc.reap()
+        for conn in self.conns.values():
+            conn.close()
+        self.conns = {}
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        self.closed = True
+
+    # -- dispatch --------------------------------------------------------
+
+    def run(self, body, example, *, target, deadline_s, stateful=False, agree=False):
+        """Run `body(ctx, example)` on every rank; return the observations by rank.
+
+        Raises RankError, RankHang, RankCrash or RankDesync; after a hang or a
+        crash this pool is dead and the manager gives the next example a new one.
+        """
+        if self.broken:
+            raise RuntimeError("this pool is dead; ask the PoolManager for a fresh one")
+        self._seq += 1
+        self.examples_run += 1
+        message = pickle.dumps(("run", self._seq, body, example, target, stateful), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            return self._dispatch(message, deadline_s, agree)
+        except (RankError, RankDesync):
+            raise  # every rank answered: the pool is still in step
+        except BaseException:
+            # A hang, a crash, Ctrl-C: the ranks are in an unknown state.
+            self.kill()
+            raise
+
+    def _dispatch(self, message, deadline_s, agree):
+        for conn in self.conns.values():
+            try:
+                conn.send_bytes(message)
+            except OSError:
+                pass  # a dead rank: its sentinel says so below
+        replies, dead, pending = self._collect(range(self.world_size), time.monotonic() + deadline_s)
+        errors = {r: reply[2] for r, reply in replies.items() if reply[0] == "error"}
+        if dead:
+            details = self._death_reports(dead)
+            details.update({r: tb for r, tb in errors.items()})
+            details.update(self._stack_dumps(pending, note="still running, blocked:"))
+            raise RankCrash(f"rank(s) {sorted(dead)} of {self.world_size} died during the example", details)
+        if pending:
+            details = self._stack_dumps(pending, note="no reply; stack at the deadline:")
+            details.update(errors)
+            if errors:
+                self.kill()
+                raise RankError(
+                    f"rank(s) {sorted(errors)} raised and rank(s) {sorted(pending)} then stayed blocked "
+                    f"(pool replaced)",
+                    details,
+                )
+            raise RankHang(
+                f"rank(s) {sorted(pending)} of {self.world_size} gave no reply within the "
+                f"{deadline_s:g} s dispatch deadline (--kdist-deadline); pool killed",
+                details,
+            )
+        if errors:
+            cls = BackendLimitation if BackendLimitation.matches(errors.values()) else RankError
+            raise cls(f"rank(s) {sorted(errors)} of {self.world_size} raised", errors)
+        observations = [replies[r][2] for r in range(self.world_size)]
+        if agree:
+            differing = disagreeing_ranks(observations)
+            if differing:
+                raise RankDesync(
+                    f"ranks disagree: rank(s) {differing} returned something other than rank 0",
+                    {r: repr(obs) for r, obs in enumerate(observations)},
+                )
+        return observations
+
+    def _collect(self, ranks, deadline):
+        """Wait for one reply from each of `ranks` until `deadline` (cut short
+        to a grace period once one of them has failed).
+
+        Returns (replies, dead, pending): replies by rank, exit codes of ranks
+        that died, and the ranks that neither replied nor died.
+        """
+        replies, dead, pending = {}, {}, set(ranks)
+        failed = False
+        while pending:
+            if not failed and (dead or any(reply[0] == "error" for reply in replies.values())):
+                # The others may wait forever in a collective the failed rank skipped.
+                failed = True
+                deadline = min(deadline, time.monotonic() + ERROR_GRACE_S)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            waitables = {}
+            for r in pending:
+                waitables[self.conns[r]] = r
+                waitables[self.procs[r].sentinel] = r
+            for ready in mpc.wait(list(waitables), remaining):
+                r = waitables[ready]
+                if r not in pending:
+                    continue
+                conn = self.conns[r]
+                try:
+                    if conn.poll():
+                        replies[r] = pickle.loads(conn.recv_bytes())
+                        pending.discard(r)
+                        continue
+                except (EOFError, OSError):
+                    pass
+                dead[r] = self.procs[r].reap()
+                pending.discard(r)
+        return replies, dead, pending
+
+    # -- diagnostics -----------------------------------------------------
+
+    def _death_reports(self, dead):
+        tails = self._log_tails()
+        return {r: f"{describe_exit(code)}\n{tails.get(r, '')}" for r, code in dead.items()}
+
+    def _log_tails(self):
+        tails = {}
+        for r in range(self.world_size):
+            path = os.path.join(self._workdir or "", f"rank{r}.log")
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    text = f.read().decode(errors="replace")
+                if text.strip():
+                    tails[r] = "log tail:\n" + text[-LOG_TAIL_CHARS:]
+        return tails
+
+    def _stack_dumps(self, ranks, note):
+        """SIGUSR1 each rank (faulthandler dumps every thread), then read the dumps."""
+        paths = {r: os.path.join(self._workdir, f"rank{r}.stacks") for r in ranks}
+        for r in ranks:
+            try:
+                os.kill(self.procs[r].pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2.0
+        sizes = None
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = {r: os.path.getsize(p) if os.path.exists(p) else 0 for r, p in paths.items()}
+            if all(now.values()) and now == sizes:
+                break
+            sizes = now
+        dumps = {}
+        for r, path in paths.items():
+            with open(path, "rb") as f:
+                dumps[r] = f"{note}\n" + (f.read().decode(errors="replace") or "(no dump)")
+        return dumps
+
+
+def describe_exit(code):
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name} (exit code {code})"
+    return f"exited with code {code}"
+
+
+class PoolManager:
+    """One live pool per world size for the whole session; replaces dead ones."""
+
+    def __init__(self, *, device="cpu", startup_timeout_s=120.0):
+        self.zygote = None
+        self.device = device
+        self.startup_timeout_s = startup_timeout_s
+        self.pools = {}
+        self.respawns = []  # start-up seconds of pools that replaced a dead one
+        atexit.register(self.close_all)
+
+    def get(self, world_size):
+        pool = self.pools.get(world_size)
+        if pool is not None and not pool.broken:
+            return pool
+        replacing = pool is not None
+        if pool is not None:
+            pool.close()
+        if self.zygote is None:
+            self.zygote = Zygote()
+        pool = Pool(self.zygote, world_size, device=self.device, startup_timeout_s=self.startup_timeout_s).start()
+        self.pools[world_size] = pool
+        if replacing:
+            self.respawns.append(pool.startup_s)
+        return pool
+
+    def close_all(self):
+        for pool in self.pools.values():
+            pool.close()
+        self.pools = {}
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None

@@ -1,0 +1,151 @@
+"""The rank side of a pool: join the process group, then run bodies until told to stop.
+
+Runs in a process forked from the forkserver, which has already imported torch
+and Keras, so a fresh rank costs a fork and a process-group handshake, not a
+multi-second import. Knows nothing of Hypothesis: it runs `body(ctx, example)`
+and sends back what the body returns, or the traceback.
+"""
+
+import ctypes
+import datetime
+import faulthandler
+import os
+import pickle
+import signal
+import sys
+import traceback
+
+import torch
+import torch.distributed as dist
+
+from kdist_props import targets
+
+_PR_SET_PDEATHSIG = 1
+
+
+class RankContext:
+    """What a rank-side body may use: its coordinates, the target, and state."""
+
+    def __init__(self, rank, world_size, device):
+        self.rank = rank
+        self.world_size = world_size
+        self.device = device
+        self.state = {}  # survives across examples only when the driver asks
+        self._target_name = None
+        self.target = None
+
+    def select_target(self, name):
+        if name != self._target_name:
+            self.target = targets.load(name)
+            self._target_name = name
+
+    def reset(self):
+        """Forget per-example state: the body's state and Keras' global distribution."""
+        self.state.clear()
+        if self.target is not None:
+            self.target.reset()
+
+
+def die_with_parent():
+    """Ask the kernel to SIGKILL this rank when its parent (the forkserver) exits.
+
+    The forkserver exits when the driver goes away, however it goes (Ctrl-C,
+    SIGKILL, os._exit from pytest-timeout), so no rank can outlive the driver.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def rank_main(rank, world_size, address, workdir, device, pg_timeout_s):
+    die_with_parent()
+    # Own process group: a terminal Ctrl-C reaches the driver, which then shuts
+    # the ranks down in order instead of every rank printing a traceback.
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    log = open(os.path.join(workdir, f"rank{rank}.log"), "ab", buffering=0)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    dump = open(os.path.join(workdir, f"rank{rank}.stacks"), "wb", buffering=0)
+    faulthandler.enable(file=log, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=dump, all_threads=True)
+    torch.set_num_threads(1)
+
+    from multiprocessing.connection import Client
+
+    conn = Client(address, family="AF_UNIX")
+    send(conn, ("hello", rank, os.getpid()))
+    store = join_store(conn, rank, world_size)
+    backend = "gloo"
+    if device == "cuda":
+        torch.cuda.set_device(rank)
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(
+        backend,
+        store=store,
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=pg_timeout_s),
+    )
+    send(conn, ("ready", rank))
+    serve(conn, RankContext(rank, world_size, device))
+
+
+def join_store(conn, rank, world_size):
+    """Rendezvous on a TCPStore that rank 0 opens on a port the kernel picks."""
+    if rank == 0:
+        store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False)
+        send(conn, ("store", store.port))
+        return store
+    kind, port = recv(conn)
+    assert kind == "store", kind
+    return dist.TCPStore("127.0.0.1", port, world_size, is_master=False)
+
+
+def serve(conn, ctx):
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except EOFError:  # the driver is gone
+            shutdown(0)
+        seq, stateful = None, False
+        try:
+            message = pickle.loads(data)  # may name a body this rank cannot import
+            if message[0] == "shutdown":
+                shutdown(0)
+            _, seq, body, example, target_name, stateful = message
+            ctx.select_target(target_name)
+            reply = ("ok", seq, body(ctx, example))
+        except BaseException:  # a body may even raise SystemExit; report it
+            reply = ("error", seq, traceback.format_exc())
+        if not stateful:
+            try:
+                ctx.reset()
+            except Exception:
+                reply = ("error", seq, "reset after the example failed:\n" + traceback.format_exc())
+        try:
+            send(conn, reply)
+        except Exception:  # an unpicklable observation is the body's fault
+            send(conn, ("error", seq, "observation could not be sent:\n" + traceback.format_exc()))
+
+
+def shutdown(code):
+    """Leave deliberately: a normal interpreter exit after gloo work sometimes
+    aborts in a C++ destructor ("terminate called without an active exception")."""
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    finally:
+        sys.stdout.flush()
+        os._exit(code)
+
+
+def send(conn, obj):
+    # Plain pickle, not multiprocessing's: torch registers reducers there that
+    # move tensors through shared memory; we want bytes, whatever the dtype.
+    conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def recv(conn):
+    return pickle.loads(conn.recv_bytes())

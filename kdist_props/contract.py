@@ -1,0 +1,44 @@
+"""The contract clauses (DESIGN.md §3). Ids are stable: reports and baselines use them."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Clause:
+    id: str
+    tier: str
+    statement: str
+
+
+CLAUSES = (
+    Clause("layout.variable", "A", "get_variable_layout returns a TensorLayout with one axis per dim (scalars too) on the "
+           "distribution's mesh: DataParallel replicates, ModelParallel uses the LayoutMap match, a preassigned layout wins"),
+    Clause("layout.placements", "A", "mesh axis i named at tensor dim d gives Shard(d), else Replicate(); an unknown or "
+           "repeated axis name is a ValueError naming it"),
+    Clause("variable.wrapping", "A", "distributing a variable of any dtype never raises; only float/complex become "
+           "nn.Parameter; requires_grad == trainable and float/complex; dtype and value kept"),
+    Clause("mesh.identity", "A", "the backend mesh of a DeviceMesh has its shape, axis names and rank layout on every "
+           "rank, for any sequence of meshes created and discarded"),
+    Clause("mesh.reuse", "A", "converting an equal mesh configuration again creates no new process group"),
+    Clause("tensor.storage", "A", "distribute_tensor holds exactly the torch.chunk shard of x on each rank; the full "
+           "tensor equals x bit for bit"),
+    Clause("data.input", "A", "distribute_data_input of per-rank batches gives their concatenation in rank order"),
+    Clause("ops.matmul", "A", "matmul of any DTensor/plain mix equals torch.matmul of the full operands, with Keras' "
+           "result dtype, and never raises 'mixed torch.Tensor and DTensor'"),
+    Clause("variable.scope", "B", "variables created under a distribution scope have the clause layout, the chunk "
+           "shards and the single-process initial value"),
+    Clause("variable.read", "B", "reading a distributed variable gives the full global value on every rank"),
+    Clause("variable.assign", "B", "assigning plain values of any dtype keeps the layout and gives the new full value"),
+    Clause("optimizer.iterations", "B", "an optimizer under a distribution has an int scalar, non-trainable "
+           "iterations that counts steps identically on every rank"),
+    Clause("train.equivalence", "B", "k training steps under DataParallel/ModelParallel give the single-process loss "
+           "and weights on the global batch"),
+    Clause("ops.scope", "B", "under a ModelParallel scope, keras.ops.matmul of a plain input with a sharded variable "
+           "equals the single-process result"),
+)
+
+BY_ID = {clause.id: clause for clause in CLAUSES}
+
+
+def tier(tier_name):
+    return [clause.id for clause in CLAUSES if clause.tier == tier_name]

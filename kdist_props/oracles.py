@@ -1,0 +1,103 @@
+"""Single-process expectations, in plain torch: no process group, no DTensor.
+
+Placements are plain tuples here: ("S", dim) for Shard(dim), ("R",) for
+Replicate(); bodies describe what the target produced the same way.
+"""
+
+import torch
+
+from kdist_props.specs import MODEL_PARALLEL
+
+
+def expected_placements(mesh, axes):
+    """Mesh axis i named at tensor dim d gives Shard(d); otherwise Replicate()."""
+    return tuple(("S", axes.index(name)) if name in axes else ("R",) for name in mesh.axis_names)
+
+
+def expected_local_shard(full, mesh, placements, rank):
+    """What `rank` must hold: torch.chunk along each sharded dim, mesh dim by mesh dim
+    (uneven shards, and empty trailing ones, as torch.chunk gives them)."""
+    local = full
+    for mesh_dim, placement in enumerate(placements):
+        if placement[0] != "S":
+            continue
+        dim, parts, index = placement[1], mesh.shape[mesh_dim], mesh.coordinate(rank)[mesh_dim]
+        chunks = torch.chunk(local, parts, dim=dim) if local.shape[dim] else ()
+        if index < len(chunks):
+            local = chunks[index]
+        else:
+            empty_shape = list(local.shape)
+            empty_shape[dim] = 0
+            local = local.new_empty(empty_shape)
+    return local
+
+
+def expected_variable_axes(distribution, variable):
+    """DataParallel replicates; ModelParallel takes the LayoutMap entry for the
+    variable's path; a layout already set on the variable wins over both."""
+    if variable.preassigned is not None:
+        return tuple(variable.preassigned)
+    if distribution.kind == MODEL_PARALLEL:
+        for path, axes in distribution.layout_map:
+            if path == variable.path:
+                return tuple(axes)
+    return (None,) * variable.rank
+
+
+def expected_backend_mesh(mesh, device_type):
+    return {
+        "shape": tuple(mesh.shape),
+        "dim_names": tuple(mesh.axis_names),
+        "ranks": torch.tensor(mesh.ranks).reshape(mesh.shape).tolist(),
+        "device_type": device_type,
+    }
+
+
+def matmul_result_dtype(a, b):
+    """Keras' matmul dtype: int8 @ int8 gives int32, else the promoted dtype."""
+    if a == b == torch.int8:
+        return torch.int32
+    return torch.promote_types(a, b)
+
+
+def expected_matmul(a, b):
+    """torch.matmul of the full operands, computed wide (exact for our small
+    integer values), then cast to Keras' result dtype."""
+    dtype = matmul_result_dtype(a.dtype, b.dtype)
+    wide = torch.complex128 if (a.is_complex() or b.is_complex()) else torch.float64
+    return torch.matmul(a.to(wide), b.to(wide)).to(dtype)
+
+
+def tolerance(dtype):
+    """(rtol, atol) for a result of `dtype`: exact for integers and bool; for
+    floats a few ulps of the dtype. Inputs are small integers, so exact
+    arithmetic gives exact results and these only absorb summation order."""
+    if not (dtype.is_floating_point or dtype.is_complex):
+        return 0.0, 0.0
+    eps = torch.finfo(dtype).eps
+    return 4 * eps, 4 * eps
+
+
+def describe_mismatch(what, expected, actual, example):
+    return f"{what}: expected {expected!r}, got {actual!r}, for {example!r}"
+
+
+def assert_tensors_match(actual, expected, what, example):
+    """Same dtype, same shape, and values equal within tolerance(dtype)."""
+    assert actual.dtype == expected.dtype, describe_mismatch(f"{what} dtype", expected.dtype, actual.dtype, example)
+    assert actual.shape == expected.shape, describe_mismatch(f"{what} shape", tuple(expected.shape),
+                                                             tuple(actual.shape), example)
+    rtol, atol = tolerance(expected.dtype)
+    if rtol == 0 and atol == 0:
+        ok = torch.equal(actual, expected)
+    else:
+        ok = torch.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+    assert ok, describe_mismatch(what, expected, actual, example)
+
+
+def assert_identical(actual, expected, what, example):
+    """Same dtype, shape and bits: for values that are moved, never computed."""
+    assert actual.dtype == expected.dtype, describe_mismatch(f"{what} dtype", expected.dtype, actual.dtype, example)
+    assert actual.shape == expected.shape, describe_mismatch(f"{what} shape", tuple(expected.shape),
+                                                             tuple(actual.shape), example)
+    assert torch.equal(actual, expected), describe_mismatch(what, expected, actual, example)

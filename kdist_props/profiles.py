@@ -1,0 +1,27 @@
+"""Our Hypothesis profiles. Registered under the names Hypothesis itself uses
+for "ci", so that ours, not the built-in one, applies when CI is set."""
+
+import os
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+# Every example crosses processes; Hypothesis' default 200 ms deadline and its
+# too_slow check would measure the pool, not the property.
+_COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+settings.register_profile("dev", max_examples=25, **_COMMON)
+settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **_COMMON)
+settings.register_profile(
+    "nightly",
+    max_examples=1000,
+    database=DirectoryBasedExampleDatabase(os.environ.get("KDIST_EXAMPLE_DB", ".hypothesis/kdist-nightly")),
+    phases=tuple(Phase),
+    **_COMMON,
+)
+
+PROFILES = ("dev", "ci", "nightly")
+
+
+def default_profile():
+    return os.environ.get("KDIST_PROFILE") or ("ci" if os.environ.get("CI") else "dev")

@@ -1,0 +1,7 @@
+"""Implementations under test, behind one interface (see base.Target)."""
+
+
+def load(name):
+    from kdist_props.targets.registry import load_target
+
+    return load_target(name)

@@ -1,0 +1,63 @@
+"""The interface every target implements (DESIGN.md §4).
+
+Rank-side bodies call these methods; a target never sees a test. Values in and
+out are torch tensors (DTensor where distributed) and Keras distribution
+objects (DeviceMesh, TensorLayout). A method the target cannot provide raises
+Unsupported, and `unsupported(clause)` tells the driver before any rank runs.
+"""
+
+
+class Unsupported(Exception):
+    """The target lacks a piece a clause needs; the message names it and the version."""
+
+
+class Target:
+    name = "?"
+
+    def version(self):
+        raise NotImplementedError
+
+    def describe(self):
+        """Facts for the report header."""
+        return {"target": self.name, "target_version": self.version()}
+
+    def unsupported(self, clause):
+        """Why `clause` cannot run on this target, or None when it can."""
+        return None
+
+    def reset(self):
+        """Forget per-example global state (the active distribution)."""
+
+    # -- Tier A ------------------------------------------------------------
+
+    def make_distribution(self, spec, device_mesh):
+        """A distribution object for `spec` (kdist_props.specs.DistributionSpec) on a Keras DeviceMesh."""
+        raise NotImplementedError
+
+    def variable_layout(self, distribution, variable):
+        """The Keras TensorLayout the distribution gives a Keras Variable."""
+        raise NotImplementedError
+
+    def to_placements(self, layout):
+        """torch placements (one per mesh axis) for a Keras TensorLayout."""
+        raise NotImplementedError
+
+    def to_backend_mesh(self, device_mesh):
+        """The torch DeviceMesh of a Keras DeviceMesh."""
+        raise NotImplementedError
+
+    def distribute_variable(self, value, layout, trainable):
+        """A variable's backing tensor, laid out by a Keras TensorLayout."""
+        raise NotImplementedError
+
+    def distribute_tensor(self, value, layout):
+        """A DTensor whose global value is `value` (every rank passes the same)."""
+        raise NotImplementedError
+
+    def distribute_data_input(self, local_batch, layout, batch_dim_name):
+        """A DTensor whose global value is the per-rank batches stacked along the batch dim."""
+        raise NotImplementedError
+
+    def matmul(self, a, b):
+        """matmul of any DTensor / plain tensor mix."""
+        raise NotImplementedError

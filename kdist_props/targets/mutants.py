@@ -1,0 +1,138 @@
+"""The reference with one known bug each (DESIGN.md §5). Each names the
+clause(s) it must fail; `tox -e selftest` checks that the suite catches it.
+Most are the bugs of ../shared/seeds/, written down as code."""
+
+from dataclasses import dataclass
+
+import keras
+import torch
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor, Replicate
+
+from kdist_props.targets.reference import ReferenceTarget, matmul_result_dtype
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    target_class: type
+    breaks: tuple  # clauses that must catch it
+    story: str
+
+
+class MeshCacheById(ReferenceTarget):
+    @staticmethod
+    def _mesh_key(device_mesh):
+        return id(device_mesh)  # seed 000/002: ids are reused once a mesh is collected
+
+
+class MeshNoCache(ReferenceTarget):
+    def to_backend_mesh(self, device_mesh):
+        return self._build_mesh(device_mesh)
+
+
+class ParameterWrapsInt(ReferenceTarget):
+    def distribute_variable(self, value, layout, trainable):
+        return torch.nn.Parameter(self._distribute(value, layout), requires_grad=trainable)  # seed 002
+
+
+class ScalarLayoutNone(ReferenceTarget):
+    def variable_layout(self, distribution, variable):
+        if len(variable.shape) == 0:
+            return None  # seed 000/001: "returns None or an empty layout"
+        return super().variable_layout(distribution, variable)
+
+
+class ScalarLayoutWrongRank(ReferenceTarget):
+    def variable_layout(self, distribution, variable):
+        if len(variable.shape) == 0:
+            return keras.distribution.TensorLayout([None], distribution.device_mesh)
+        return super().variable_layout(distribution, variable)
+
+
+class MatmulNoPromotion(ReferenceTarget):
+    def matmul(self, a, b):
+        dtype = matmul_result_dtype(a.dtype, b.dtype)
+        compute = torch.float32 if dtype == torch.bool else dtype
+        return torch.matmul(a.to(compute), b.to(compute)).to(dtype)  # seed 002: mixed Tensor and DTensor
+
+
+class MatmulPromotesWrongMesh(ReferenceTarget):
+    @staticmethod
+    def _promote(x, other):
+        if isinstance(other, DTensor) and not isinstance(x, DTensor):
+            mesh = init_device_mesh(other.device_mesh.device_type, (torch.distributed.get_world_size(),))
+            return DTensor.from_local(x, mesh, [Replicate()], run_check=False)
+        return x
+
+
+class ShardOffByOne(ReferenceTarget):
+    def distribute_tensor(self, value, layout):
+        """Splits like numpy.array_split (remainder spread from the front), not torch.chunk."""
+        placements = self.to_placements(layout)
+        mesh = self.to_backend_mesh(layout.device_mesh)
+        local = value
+        for mesh_dim, placement in enumerate(placements):
+            if placement.is_shard():
+                pieces = torch.tensor_split(local, mesh.size(mesh_dim), dim=placement.dim)
+                local = pieces[mesh.get_local_rank(mesh_dim)]
+        return DTensor.from_local(local.contiguous(), mesh, placements, run_check=False,
+                                  shape=value.shape, stride=value.stride())
+
+
+class PlacementsAxisOrder(ReferenceTarget):
+    def to_placements(self, layout):
+        return tuple(reversed(super().to_placements(layout)))
+
+
+class PlacementsAcceptRepeatedAxis(ReferenceTarget):
+    def to_placements(self, layout):
+        axes = list(layout.device_mesh.axis_names)
+        last_dim = {axis: dim for dim, axis in enumerate(layout.axes) if axis is not None}  # last one wins silently
+        unknown = set(last_dim) - set(axes)
+        if unknown:
+            raise ValueError(f"unknown mesh axis {sorted(unknown)[0]!r}")
+        return tuple(super().to_placements(keras.distribution.TensorLayout(
+            [axis if last_dim.get(axis) == dim else None for dim, axis in enumerate(layout.axes)],
+            layout.device_mesh)))
+
+
+class ModelParallelWrongShardDim(ReferenceTarget):
+    def variable_layout(self, distribution, variable):
+        layout = super().variable_layout(distribution, variable)
+        return keras.distribution.TensorLayout(list(reversed(layout.axes)), layout.device_mesh)
+
+
+class IterationsNotScalar(ReferenceTarget):
+    def distribute_variable(self, value, layout, trainable):
+        if value.ndim == 0:  # "give the scalar a dim so it has a layout"
+            value = value.reshape(1)
+            layout = keras.distribution.TensorLayout([None], layout.device_mesh)
+        return super().distribute_variable(value, layout, trainable)
+
+
+class DataInputAsGlobal(ReferenceTarget):
+    def distribute_data_input(self, local_batch, layout, batch_dim_name):
+        return self.distribute_tensor(local_batch, layout)  # treats one rank's batch as the global one
+
+
+MUTANTS = {
+    m.name: m
+    for m in (
+        Mutant("mesh-cache-by-id", MeshCacheById, ("mesh.identity",), "backend mesh cache keyed by id()"),
+        Mutant("mesh-no-cache", MeshNoCache, ("mesh.reuse",), "every conversion builds new process groups"),
+        Mutant("parameter-wraps-int", ParameterWrapsInt, ("variable.wrapping",), "every value becomes a Parameter"),
+        Mutant("scalar-layout-none", ScalarLayoutNone, ("layout.variable",), "scalars get no layout"),
+        Mutant("scalar-layout-wrong-rank", ScalarLayoutWrongRank, ("layout.variable",), "scalars get a 1-D layout"),
+        Mutant("matmul-no-promotion", MatmulNoPromotion, ("ops.matmul",), "plain operand meets a DTensor"),
+        Mutant("matmul-promotes-wrong-mesh", MatmulPromotesWrongMesh, ("ops.matmul",),
+               "plain operand promoted onto a fresh 1-D world mesh"),
+        Mutant("shard-off-by-one", ShardOffByOne, ("tensor.storage",), "uneven shards split like array_split"),
+        Mutant("placements-axis-order", PlacementsAxisOrder, ("layout.placements",), "placements in reverse mesh order"),
+        Mutant("placements-accept-repeated-axis", PlacementsAcceptRepeatedAxis, ("layout.placements",),
+               "a mesh axis used twice is silently overwritten"),
+        Mutant("mp-wrong-shard-dim", ModelParallelWrongShardDim, ("layout.variable",), "layout axes reversed"),
+        Mutant("iterations-not-scalar", IterationsNotScalar, ("variable.wrapping",), "scalars stored with shape (1,)"),
+        Mutant("data-input-as-global", DataInputAsGlobal, ("data.input",), "a rank's batch taken as the global one"),
+    )
+}

@@ -1,0 +1,134 @@
+"""The reference target: Tier A written from the contract, small and strict,
+on plain torch DTensor and Keras' own DeviceMesh / TensorLayout classes.
+It is the positive control: every property passes on it."""
+
+import keras
+import torch
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+import kdist_props
+from kdist_props.specs import MODEL_PARALLEL
+from kdist_props.targets.base import Target
+from kdist_props.torch_mesh import build_mesh
+from kdist_props.values import is_float_or_complex
+
+
+class ReferenceDistribution:
+    def __init__(self, spec, device_mesh):
+        self.spec = spec
+        self.device_mesh = device_mesh
+        self.layout_map = dict(spec.layout_map)
+
+
+class ReferenceTarget(Target):
+    name = "reference"
+
+    def __init__(self):
+        self._backend_meshes = {}  # configuration -> torch DeviceMesh
+
+    def version(self):
+        return kdist_props.__version__
+
+    def reset(self):
+        keras.distribution.set_distribution(None)
+
+    def make_distribution(self, spec, device_mesh):
+        return ReferenceDistribution(spec, device_mesh)
+
+    def variable_layout(self, distribution, variable):
+        preassigned = getattr(variable, "_layout", None)
+        if preassigned is not None:
+            return preassigned
+        axes = [None] * len(variable.shape)
+        if distribution.spec.kind == MODEL_PARALLEL:
+            axes = list(distribution.layout_map.get(variable.path, axes))
+        return keras.distribution.TensorLayout(axes, distribution.device_mesh)
+
+    def to_placements(self, layout):
+        mesh_axes = list(layout.device_mesh.axis_names)
+        used = {}
+        for dim, axis in enumerate(layout.axes):
+            if axis is None:
+                continue
+            if axis not in mesh_axes:
+                raise ValueError(f"axis {axis!r} of layout {tuple(layout.axes)} is not a mesh axis {tuple(mesh_axes)}")
+            if axis in used:
+                raise ValueError(f"mesh axis {axis!r} is used twice in layout {tuple(layout.axes)}")
+            used[axis] = dim
+        return tuple(Shard(used[axis]) if axis in used else Replicate() for axis in mesh_axes)
+
+    def to_backend_mesh(self, device_mesh):
+        key = self._mesh_key(device_mesh)
+        if key not in self._backend_meshes:
+            self._backend_meshes[key] = self._build_mesh(device_mesh)
+        return self._backend_meshes[key]
+
+    @staticmethod
+    def _mesh_key(device_mesh):
+        # The configuration, never id(): ids are reused after garbage collection.
+        return (tuple(device_mesh.shape), tuple(device_mesh.axis_names), tuple(device_mesh.devices.flatten().tolist()))
+
+    @staticmethod
+    def _build_mesh(device_mesh):
+        devices = device_mesh.devices.flatten().tolist()
+        device_type = devices[0].split(":")[0].replace("gpu", "cuda")
+        ranks = torch.tensor([int(d.split(":")[-1]) for d in devices]).reshape(tuple(device_mesh.shape))
+        return build_mesh(device_type, ranks, device_mesh.axis_names)
+
+    def _distribute(self, value, layout):
+        mesh = self.to_backend_mesh(layout.device_mesh)
+        # Every rank holds the same global value, so each can cut its own shard:
+        # no scatter, hence no dependence on which dtypes the backend can send.
+        return distribute_tensor(value, mesh, self.to_placements(layout), src_data_rank=None)
+
+    def distribute_variable(self, value, layout, trainable):
+        tensor = self._distribute(value, layout)
+        if is_float_or_complex(str(value.dtype).removeprefix("torch.")):
+            return torch.nn.Parameter(tensor, requires_grad=trainable)
+        return tensor
+
+    def distribute_tensor(self, value, layout):
+        return self._distribute(value, layout)
+
+    def distribute_data_input(self, local_batch, layout, batch_dim_name):
+        mesh = self.to_backend_mesh(layout.device_mesh)
+        placements = self.to_placements(layout)
+        global_shape = list(local_batch.shape)
+        global_shape[0] *= layout.device_mesh.shape[list(layout.device_mesh.axis_names).index(batch_dim_name)]
+        return DTensor.from_local(local_batch, mesh, placements, run_check=False, shape=torch.Size(global_shape),
+                                  stride=torch.empty(global_shape, device="meta").stride())
+
+    def matmul(self, a, b):
+        a, b = self._promote(a, b), self._promote(b, a)
+        dtype = matmul_result_dtype(a.dtype, b.dtype)
+        compute = torch.float32 if dtype == torch.bool else dtype
+        a, b = a.to(compute), b.to(compute)
+        try:
+            return torch.matmul(a, b).to(dtype)
+        except RuntimeError as error:
+            # DTensor cannot propagate some shardings through matmul's internal
+            # reshapes (sharded batch dims); gathering the operands is correct.
+            if "redistribut" not in str(error):
+                raise
+            return torch.matmul(_replicated(a), _replicated(b)).to(dtype)
+
+    @staticmethod
+    def _promote(x, other):
+        """A plain operand meets a DTensor as a replicated DTensor on the DTensor's mesh."""
+        if isinstance(other, DTensor) and not isinstance(x, DTensor):
+            mesh = other.device_mesh
+            return DTensor.from_local(x, mesh, [Replicate()] * mesh.ndim, run_check=False)
+        return x
+
+
+def matmul_result_dtype(a, b):
+    """Keras' rule: int8 @ int8 accumulates in int32; otherwise the promoted dtype."""
+    if a == b == torch.int8:
+        return torch.int32
+    return torch.promote_types(a, b)
+
+
+def _replicated(x):
+    if isinstance(x, DTensor):
+        return x.redistribute(x.device_mesh, [Replicate()] * x.device_mesh.ndim)
+    return x

@@ -1,0 +1,1 @@
+"""Hypothesis strategies (installed as kdist_props.strategies)."""
