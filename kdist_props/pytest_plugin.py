@@ -86,6 +86,12 @@ def pytest_collection_modifyitems(session, config, items):
     config.kdist.apply_baselines(items)
 
 
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_call(item):
+    with item.config.kdist.hypothesis_statistics():
+        yield
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -28,6 +28,7 @@ class _Record:
     examples: int
     reason: str | None
     failing_example: str | None
+    examples_to_failure: int | None = None
 
 
 class ReportBuilder:
@@ -38,10 +39,10 @@ class ReportBuilder:
 
     def record(self, *, target: str, clause: str, world_size: int, nodeid: str,
                outcome: str, examples: int, reason: str | None = None,
-               failing_example: str | None = None) -> None:
+               failing_example: str | None = None, examples_to_failure: int | None = None) -> None:
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
-        record = _Record(nodeid, outcome, examples, reason, failing_example)
+        record = _Record(nodeid, outcome, examples, reason, failing_example, examples_to_failure)
         self._cells.setdefault((target, clause, world_size), []).append(record)
 
     def build(self, header: dict, expected: list[tuple[str, int]], targets: list[str]) -> dict:
@@ -54,7 +55,7 @@ class ReportBuilder:
             entry = {"target": target, "clause": clause, "world_size": world_size}
             if records is None:
                 entry.update(status="not-run", examples=0, tests=[], reason=NOT_RUN_REASON,
-                             first_failing_example=None)
+                             first_failing_example=None, examples_to_first_failure=None)
             else:
                 entry.update(_aggregate(records))
             results.append(entry)
@@ -66,10 +67,11 @@ def _aggregate(records: list[_Record]) -> dict:
     by_outcome: dict[str, list[_Record]] = {}
     for r in records:
         by_outcome.setdefault(r.outcome, []).append(r)
-    reason = example = None
+    reason = example = to_failure = None
     if "failed" in by_outcome:
         first = by_outcome["failed"][0]
         status, reason, example = "fail", first.reason, first.failing_example
+        to_failure = first.examples_to_failure
     elif "xpassed" in by_outcome:
         # A strict known failure that passed: the baseline is out of date.
         # `reason` is the baseline entry's reason.
@@ -84,7 +86,7 @@ def _aggregate(records: list[_Record]) -> dict:
         status = "pass"
     return {"status": status, "examples": sum(r.examples for r in records),
             "tests": [r.nodeid for r in records], "reason": reason,
-            "first_failing_example": example}
+            "first_failing_example": example, "examples_to_first_failure": to_failure}
 
 
 def write(report: dict, json_path, md_path) -> None:

@@ -2,6 +2,7 @@
 to tests, baselines and the capability report. The plugin module only wires
 these into pytest hooks."""
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -10,7 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import reject, settings
+from hypothesis import reject, settings, statistics
 
 from kdist_props import baselines, contract, profiles, report
 from kdist_props.cluster import PoolManager
@@ -79,17 +80,8 @@ class Runner:
             return pool.run(body, example, target=self.target, deadline_s=self.session.deadline,
                             stateful=stateful, agree=agree)
         except BackendLimitation as limitation:
-            self.session.backend_limitations.add(limitation.summary + ": " + _first_error_line(limitation))
+            self.session.backend_limitations.add(f"{limitation.summary}: {limitation.cause()}")
             reject()
-        except Exception:
-            if record is not None and record.first_failure_at is None:
-                record.first_failure_at = record.examples
-            raise
-
-
-def _first_error_line(error):
-    lines = [l for text in error.details.values() for l in text.strip().splitlines()]
-    return lines[-1] if lines else ""
 
 
 @dataclass(repr=False)
@@ -212,7 +204,8 @@ class Session:
         reason = skip_reason(rep) if outcome in ("skipped", "xfailed", "xpassed") else failure_reason(text)
         self.builder.record(target=target, clause=clause, world_size=world_size, nodeid=item.nodeid,
                             outcome=outcome, examples=examples, reason=reason,
-                            failing_example=falsifying_example(text, record) if outcome == "failed" else None)
+                            failing_example=falsifying_example(text, record) if outcome == "failed" else None,
+                            examples_to_failure=record.first_failure_at if record else None)
 
     def replay_hint(self, item, target, world_size, record):
         after = f" (first failure after {record.first_failure_at} examples)" if record and record.first_failure_at else ""
@@ -222,6 +215,22 @@ class Session:
             "Hypothesis replays the shrunk example from its database (dev/nightly profiles); with the ci profile, "
             "paste the @reproduce_failure line printed above onto the test to pin it."
         )
+
+    @contextlib.contextmanager
+    def hypothesis_statistics(self):
+        """While a test runs, learn from Hypothesis how many examples it ran
+        before the first failing one (its statistics callback)."""
+        previous = statistics.collector.value
+        record = self.current
+
+        def note(stats):
+            if record is not None:
+                record.first_failure_at = examples_to_first_failure(stats)
+            if previous is not None:
+                previous(stats)
+
+        with statistics.collector.with_value(note):
+            yield
 
     # -- reporting --------------------------------------------------------
 
@@ -268,6 +277,17 @@ class Session:
         report.write(built, self.report_path, md_path)
         self.summary = report.summary_lines(built) + [f"report: {self.report_path} and {md_path}"]
         self.summary += [f"backend limitation (not a target bug): {line}" for line in header["backend_limitations"]]
+
+
+def examples_to_first_failure(stats):
+    """Test cases Hypothesis ran up to and including the first failing one."""
+    count = 0
+    for phase in ("explicit", "reuse", "generate"):
+        for case in stats.get(f"{phase}-phase", {}).get("test-cases", []):
+            count += 1
+            if case.get("status") == "interesting":
+                return count
+    return None
 
 
 def classify(rep):

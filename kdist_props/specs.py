@@ -72,3 +72,39 @@ class Operand:
     @property
     def is_distributed(self):
         return self.axes is not None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A stack of dense layers: widths (inputs, then each layer's units), per layer a bias flag and an activation."""
+
+    widths: tuple
+    biases: tuple
+    activations: tuple
+    dtype: str = "float32"
+    seed: int = 0
+
+    def variable_shapes(self):
+        """(path, shape) of every variable in creation order: d<i>/kernel, d<i>/bias."""
+        shapes = []
+        for i, (fan_in, units) in enumerate(zip(self.widths, self.widths[1:])):
+            shapes.append((f"d{i}/kernel", (fan_in, units)))
+            if self.biases[i]:
+                shapes.append((f"d{i}/bias", (units,)))
+        return shapes
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """k steps of `optimizer` on a model under a distribution. Under
+    DataParallel rank r feeds slice r of the global batch; under
+    ModelParallel (a batch axis of size 1) every rank feeds the whole batch."""
+
+    model: ModelSpec
+    distribution: DistributionSpec
+    optimizer: str
+    learning_rate: float
+    steps: int
+    global_batch: int
+    entry: str
+    data_seed: int = 0

@@ -61,3 +61,43 @@ class Target:
     def matmul(self, a, b):
         """matmul of any DTensor / plain tensor mix."""
         raise NotImplementedError
+
+    # -- Tier B ------------------------------------------------------------
+
+    def build_model(self, spec, distribution, device_mesh, initial):
+        """A model of `spec` (specs.ModelSpec) created under the distribution,
+        its variables initialized from `initial` ({path: tensor})."""
+        raise NotImplementedError
+
+    def model_variables(self, model):
+        """[(path, variable)] in creation order."""
+        raise NotImplementedError
+
+    def variable_layout_of(self, variable):
+        """(axes, torch placements or None, local shard) of a model variable."""
+        raise NotImplementedError
+
+    def read(self, model, variable, how):
+        """The value of `variable` read as `how`: convert_to_numpy, numpy or get_weights."""
+        raise NotImplementedError
+
+    def make_variable(self, distribution, device_mesh, spec, initial):
+        """A standalone variable (specs.VariableSpec) created under the distribution."""
+        raise NotImplementedError
+
+    def assign(self, variable, value, how):
+        """variable.assign / assign_add / set_weights with a plain value."""
+        raise NotImplementedError
+
+    def train(self, model, spec, x, y):
+        """spec.steps steps of spec.optimizer through spec.entry on this rank's
+        batch; returns the loss of every step."""
+        raise NotImplementedError
+
+    def iterations(self, model):
+        """The optimizer's iterations variable after training."""
+        raise NotImplementedError
+
+    def scope_matmul(self, model, x):
+        """Under the model's distribution: keras.ops.matmul(x, first kernel)."""
+        raise NotImplementedError

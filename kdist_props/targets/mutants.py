@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import keras
 import torch
-from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate
 
 from kdist_props.targets.reference import ReferenceTarget, matmul_result_dtype
@@ -28,7 +28,11 @@ class MeshCacheById(ReferenceTarget):
 
 class MeshNoCache(ReferenceTarget):
     def to_backend_mesh(self, device_mesh):
-        return self._build_mesh(device_mesh)
+        """A fresh torch DeviceMesh, with fresh process groups, on every call."""
+        devices = device_mesh.devices.flatten().tolist()
+        ranks = torch.tensor([int(d.split(":")[-1]) for d in devices]).reshape(tuple(device_mesh.shape))
+        return DeviceMesh(devices[0].split(":")[0].replace("gpu", "cuda"), ranks,
+                          mesh_dim_names=tuple(device_mesh.axis_names))
 
 
 class ParameterWrapsInt(ReferenceTarget):
@@ -116,6 +120,47 @@ class DataInputAsGlobal(ReferenceTarget):
         return self.distribute_tensor(local_batch, layout)  # treats one rank's batch as the global one
 
 
+class DpNoGradSync(ReferenceTarget):
+    def _sync_gradients(self, grads):
+        return grads  # each rank steps on its own slice's gradient
+
+
+class DpRank0Batch(ReferenceTarget):
+    def train(self, model, spec, x, y):
+        x, y = x.clone(), y.clone()
+        for tensor in (x, y):
+            torch.distributed.broadcast(tensor, src=0)  # everybody trains on rank 0's slice
+        return super().train(model, spec, x, y)
+
+
+class MpLayoutIgnored(ReferenceTarget):
+    def _model_axes(self, distribution, path, rank):
+        return (None,) * rank
+
+
+class ReadLocalShard(ReferenceTarget):
+    def read(self, model, variable, how):
+        value = variable.value
+        return value.to_local() if isinstance(value, DTensor) else value
+
+
+class AssignIntFails(ReferenceTarget):
+    def assign(self, variable, value, how):
+        if not (variable.value.dtype.is_floating_point or variable.value.dtype.is_complex):
+            raise TypeError(f"cannot assign to a {variable.value.dtype} variable")
+        return super().assign(variable, value, how)
+
+
+class IterationsFloat(ReferenceTarget):
+    def iterations(self, model):
+        return super().iterations(model).to(torch.float32)
+
+
+class GradMissingBias(ReferenceTarget):
+    def _differentiated(self, model):
+        return {path for path in super()._differentiated(model) if not path.endswith("/bias")}
+
+
 MUTANTS = {
     m.name: m
     for m in (
@@ -124,7 +169,7 @@ MUTANTS = {
         Mutant("parameter-wraps-int", ParameterWrapsInt, ("variable.wrapping",), "every value becomes a Parameter"),
         Mutant("scalar-layout-none", ScalarLayoutNone, ("layout.variable",), "scalars get no layout"),
         Mutant("scalar-layout-wrong-rank", ScalarLayoutWrongRank, ("layout.variable",), "scalars get a 1-D layout"),
-        Mutant("matmul-no-promotion", MatmulNoPromotion, ("ops.matmul",), "plain operand meets a DTensor"),
+        Mutant("matmul-no-promotion", MatmulNoPromotion, ("ops.matmul", "ops.scope"), "plain operand meets a DTensor"),
         Mutant("matmul-promotes-wrong-mesh", MatmulPromotesWrongMesh, ("ops.matmul",),
                "plain operand promoted onto a fresh 1-D world mesh"),
         Mutant("shard-off-by-one", ShardOffByOne, ("tensor.storage",), "uneven shards split like array_split"),
@@ -134,5 +179,12 @@ MUTANTS = {
         Mutant("mp-wrong-shard-dim", ModelParallelWrongShardDim, ("layout.variable",), "layout axes reversed"),
         Mutant("iterations-not-scalar", IterationsNotScalar, ("variable.wrapping",), "scalars stored with shape (1,)"),
         Mutant("data-input-as-global", DataInputAsGlobal, ("data.input",), "a rank's batch taken as the global one"),
+        Mutant("dp-no-grad-sync", DpNoGradSync, ("train.equivalence",), "DataParallel without the gradient all-reduce"),
+        Mutant("dp-rank0-batch", DpRank0Batch, ("train.equivalence",), "every rank trains on rank 0's slice"),
+        Mutant("mp-layout-ignored", MpLayoutIgnored, ("variable.scope",), "variables replicated instead of sharded"),
+        Mutant("read-local-shard", ReadLocalShard, ("variable.read",), "reads return only the local shard"),
+        Mutant("assign-int-fails", AssignIntFails, ("variable.assign",), "assigning to an int or bool variable raises"),
+        Mutant("iterations-float", IterationsFloat, ("optimizer.iterations",), "iterations is a float"),
+        Mutant("grad-missing-bias", GradMissingBias, ("train.equivalence",), "biases get no gradient"),
     )
 }

@@ -9,6 +9,7 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 import kdist_props
 from kdist_props.specs import MODEL_PARALLEL
 from kdist_props.targets.base import Target
+from kdist_props.targets.reference_models import ReferenceModels
 from kdist_props.torch_mesh import build_mesh
 from kdist_props.values import is_float_or_complex
 
@@ -20,7 +21,7 @@ class ReferenceDistribution:
         self.layout_map = dict(spec.layout_map)
 
 
-class ReferenceTarget(Target):
+class ReferenceTarget(ReferenceModels, Target):
     name = "reference"
 
     def __init__(self):
@@ -105,10 +106,11 @@ class ReferenceTarget(Target):
         a, b = a.to(compute), b.to(compute)
         try:
             return torch.matmul(a, b).to(dtype)
-        except RuntimeError as error:
-            # DTensor cannot propagate some shardings through matmul's internal
-            # reshapes (sharded batch dims); gathering the operands is correct.
-            if "redistribut" not in str(error):
+        except RuntimeError:
+            # DTensor cannot propagate every sharding through matmul's internal
+            # expand/reshape (sharded or broadcast batch dims); gathering the
+            # operands first is always correct.
+            if not (isinstance(a, DTensor) or isinstance(b, DTensor)):
                 raise
             return torch.matmul(_replicated(a), _replicated(b)).to(dtype)
 

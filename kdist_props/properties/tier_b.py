@@ -1,0 +1,92 @@
+"""Rank-side bodies of the Tier B clauses: models and variables under a distribution."""
+
+import numpy as np
+import torch
+
+from kdist_props import training
+from kdist_props.properties.build import describe_placements, full_value, keras_mesh
+from kdist_props.values import tensor_from
+
+READS = ("convert_to_numpy", "numpy", "get_weights")
+
+
+def _built(ctx, model_spec, distribution_spec):
+    mesh = keras_mesh(ctx, distribution_spec.mesh)
+    distribution = ctx.target.make_distribution(distribution_spec, mesh)
+    initial = training.initial_weights(model_spec)
+    return ctx.target.build_model(model_spec, distribution, mesh, initial)
+
+
+def model_storage(ctx, ex):
+    """variable.scope and variable.read: layout, local shard and every kind of read of each variable."""
+    model = _built(ctx, ex["model"], ex["distribution"])
+    observed = {}
+    for path, variable in ctx.target.model_variables(model):
+        axes, placements, local = ctx.target.variable_layout_of(variable)
+        observed[path] = {
+            "axes": tuple(axes),
+            "placements": describe_placements(placements) if placements is not None else None,
+            "local": torch.as_tensor(np.asarray(local.cpu() if torch.is_tensor(local) else local)),
+            "reads": {how: _plain(ctx.target.read(model, variable, how)) for how in READS},
+        }
+    return observed
+
+
+def _plain(value):
+    """Whatever a read returned (numpy, tensor, DTensor), as a CPU tensor; its shape tells a shard from the whole."""
+    if torch.is_tensor(value):
+        return full_value(value) if not hasattr(value, "to_local") else value.to_local().detach().cpu()
+    return torch.as_tensor(np.asarray(value))
+
+
+def variable_assign(ctx, ex):
+    """variable.assign: assign a plain value to a distributed variable and read it back."""
+    mesh = keras_mesh(ctx, ex["distribution"].mesh)
+    distribution = ctx.target.make_distribution(ex["distribution"], mesh)
+    variable = ctx.target.make_variable(distribution, mesh, ex["variable"], tensor_from(ex["initial"]))
+    axes_before, placements_before, _ = ctx.target.variable_layout_of(variable)
+    ctx.target.assign(variable, plain_value(ex["value"], ex["value_kind"]), ex["how"])
+    axes_after, placements_after, _ = ctx.target.variable_layout_of(variable)
+    return {
+        "layout_kept": (tuple(axes_before), placements_before) == (tuple(axes_after), placements_after),
+        "full": _plain(ctx.target.read(None, variable, "convert_to_numpy")),
+    }
+
+
+def plain_value(spec, kind):
+    value = tensor_from(spec)
+    if kind == "numpy":
+        return value.numpy() if value.dtype != torch.bfloat16 else value
+    if kind == "python":
+        return value.item()
+    return value
+
+
+def train(ctx, ex):
+    """train.equivalence and optimizer.iterations: k steps on this rank's batch."""
+    spec = ex["train"]
+    model = _built(ctx, spec.model, spec.distribution)
+    initial = {path: full_value(ctx.target.read(model, v, "convert_to_numpy")) for path, v in
+               ctx.target.model_variables(model)}
+    x, y = training.rank_batch(spec, ctx.rank, ctx.world_size)
+    losses = ctx.target.train(model, spec, x, y)
+    iterations = ctx.target.iterations(model)
+    final = {path: _plain(ctx.target.read(model, v, "convert_to_numpy")) for path, v in
+             ctx.target.model_variables(model)}
+    return {
+        "losses": [float(loss) for loss in losses],
+        "initial": initial,
+        "final": final,
+        "iterations": {
+            "dtype": str(getattr(iterations, "dtype", type(iterations).__name__)).removeprefix("torch."),
+            "shape": tuple(getattr(iterations, "shape", ())),
+            "trainable": bool(getattr(iterations, "trainable", getattr(iterations, "requires_grad", False))),
+            "value": int(_plain(iterations).item()) if _plain(iterations).numel() == 1 else None,
+        },
+    }
+
+
+def scope_matmul(ctx, ex):
+    """ops.scope: keras.ops.matmul of a plain input with the first (sharded) kernel."""
+    model = _built(ctx, ex["model"], ex["distribution"])
+    return {"full": full_value(ctx.target.scope_matmul(model, tensor_from(ex["x"])))}

@@ -1,0 +1,149 @@
+"""Tier B of the reference target: a plain torch dense stack on DTensor.
+
+DataParallel: parameters are plain replicated tensors, every rank feeds its
+own slice, gradients are averaged with an all-reduce (what DDP does).
+ModelParallel: parameters are DTensors laid out by the LayoutMap, inputs are
+replicated, and DTensor's autograd does the communication.
+"""
+
+import re
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor, Replicate
+
+from kdist_props import training
+from kdist_props.specs import DATA_PARALLEL
+
+
+class ReferenceVariable:
+    def __init__(self, path, value, layout, trainable=True):
+        self.path, self.value, self.layout, self.trainable = path, value, layout, trainable
+
+    @property
+    def axes(self):
+        return tuple(self.layout.axes) if self.layout is not None else (None,) * self.value.ndim
+
+
+class ReferenceModel:
+    def __init__(self, spec, distribution, variables):
+        self.spec, self.distribution, self.variables = spec, distribution, variables
+        self.optimizer = None
+
+    def weights(self):
+        return {v.path: v.value for v in self.variables}
+
+
+class ReferenceModels:
+    """Mixed into ReferenceTarget; uses its Tier A methods."""
+
+    def _axes_for(self, distribution, path, rank):
+        for pattern, axes in distribution.spec.layout_map:
+            if re.fullmatch(pattern, path):
+                return tuple(axes)
+        return (None,) * rank
+
+    def _keras_layout(self, axes, device_mesh):
+        import keras
+
+        return keras.distribution.TensorLayout(list(axes), device_mesh)
+
+    def build_model(self, spec, distribution, device_mesh, initial):
+        variables = []
+        for path, value in initial.items():
+            if distribution.spec.kind == DATA_PARALLEL:
+                variables.append(ReferenceVariable(path, value.clone(), None))
+                continue
+            layout = self._keras_layout(self._model_axes(distribution, path, value.ndim), device_mesh)
+            variables.append(ReferenceVariable(path, self.distribute_tensor(value, layout), layout))
+        return ReferenceModel(spec, distribution, variables)
+
+    def _model_axes(self, distribution, path, rank):
+        return self._axes_for(distribution, path, rank)
+
+    def model_variables(self, model):
+        return [(v.path, v) for v in model.variables]
+
+    def variable_layout_of(self, variable):
+        value = variable.value
+        placements = tuple(value.placements) if isinstance(value, DTensor) else None
+        local = value.to_local() if isinstance(value, DTensor) else value
+        return variable.axes, placements, local.detach()
+
+    def read(self, model, variable, how):
+        value = variable.value
+        return value.full_tensor() if isinstance(value, DTensor) else value
+
+    def make_variable(self, distribution, device_mesh, spec, initial):
+        layout = self._keras_layout(self._axes_for(distribution, spec.path, len(spec.shape)), device_mesh)
+        return ReferenceVariable(spec.path, self.distribute_variable(initial, layout, spec.trainable), layout,
+                                 spec.trainable)
+
+    @torch.no_grad()
+    def assign(self, variable, value, how):
+        old = variable.value
+        new = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value).to(old.dtype)
+        if how == "assign_add":
+            new = self.read(None, variable, how) + new
+        new = new.reshape(old.shape)
+        if isinstance(old, DTensor):
+            new = self._distribute(new, variable.layout).to_local()
+            old = old.to_local()
+        old.copy_(new)
+
+    def train(self, model, spec, x, y):
+        if model.optimizer is None:
+            model.optimizer = training.Optimizer(spec.optimizer, spec.learning_rate)
+        losses = []
+        for _ in range(spec.steps):
+            losses.append(self._step(model, x, y))
+        return losses
+
+    def _step(self, model, x, y):
+        data_parallel = model.distribution.spec.kind == DATA_PARALLEL
+        params = {v.path: v.value.detach().requires_grad_(v.path in self._differentiated(model))
+                  for v in model.variables}
+        if not data_parallel:
+            x, y = (self._replicate_like(t, next(iter(params.values()))) for t in (x, y))
+        loss = training.mse(training.forward(model.spec, params, x), y)
+        wanted = [p for p, w in params.items() if w.requires_grad]
+        grads = dict(zip(wanted, torch.autograd.grad(loss, [params[p] for p in wanted])))
+        if data_parallel:
+            grads = self._sync_gradients(grads)
+            loss = self._average(loss.detach())
+        elif isinstance(loss, DTensor):
+            loss = loss.full_tensor()
+        weights = {p: w.detach() for p, w in params.items()}
+        model.optimizer.step(weights, grads)
+        for variable in model.variables:
+            variable.value = weights[variable.path]
+        return loss.item()
+
+    def _differentiated(self, model):
+        """Paths that get a gradient: every trainable variable."""
+        return {v.path for v in model.variables if v.trainable}
+
+    def _sync_gradients(self, grads):
+        """DataParallel: every rank applies the mean of all ranks' gradients."""
+        return {p: self._average(g) for p, g in grads.items()}
+
+    @staticmethod
+    def _average(tensor):
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor / dist.get_world_size()
+
+    @staticmethod
+    def _replicate_like(tensor, param):
+        if not isinstance(param, DTensor):
+            return tensor
+        mesh = param.device_mesh
+        return DTensor.from_local(tensor, mesh, [Replicate()] * mesh.ndim, run_check=False)
+
+    def iterations(self, model):
+        return torch.tensor(model.optimizer.iterations, dtype=torch.int64)
+
+    def scope_matmul(self, model, x):
+        return self.matmul(x, model.variables[0].value)
+
