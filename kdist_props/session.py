@@ -58,13 +58,11 @@ class TestRecord:
     first_failure_at: int = None
 
 
-@dataclass
 class Runner:
     """What a property test uses: run a body on every rank of its pool."""
 
-    session: "Session"
-    target: str
-    world_size: int
+    def __init__(self, session, target, world_size):
+        self.session, self.target, self.world_size = session, target, world_size
 
     def __repr__(self):  # Hypothesis prints it in every failing example
         return f"kdist(target={self.target!r}, world_size={self.world_size})"
@@ -308,22 +306,28 @@ def skip_reason(rep):
 
 
 def failure_reason(text):
-    """The assertion or error line: the first line starting with 'E ' that says something."""
-    lines = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
-    lines = [line for line in lines if line and not line.startswith("+")]
-    return "\n".join(lines[:12]) if lines else text.strip().splitlines()[-1] if text.strip() else ""
+    """The error or assertion line of a failure, without pytest's and
+    ExceptionGroup's framing characters."""
+    lines = [line[1:].strip(" |+-") for line in text.splitlines() if line.startswith("E ")]
+    lines = [line for line in lines if line]
+    for line in lines:
+        if re.match(r"^([\w.]+(Error|Exception|Crash|Hang|Desync|Limitation)|assert)\b", line):
+            return line
+    return lines[0] if lines else (text.strip().splitlines() or [""])[-1]
 
 
 def falsifying_example(text, record):
-    """Hypothesis' shrunk example as it printed it: the 'Falsifying example' call and its labelled draws."""
-    keep, capture = [], False
-    for line in text.splitlines():
-        stripped = re.sub(r"^E\s+", "", line)
-        if stripped.startswith(("Falsifying", "Failing test case")):
-            capture = True
-        if capture and (stripped.startswith(("Falsifying", "Failing", "Draw ", "    ", ")", "state.")) or
-                        re.match(r"^\w+ = ", stripped)):
-            keep.append(stripped.rstrip())
-        elif capture and keep and not stripped.strip():
+    """Hypothesis' shrunk example as it printed it: the failing call and its labelled draws."""
+    lines = [line[1:] if line.startswith("E ") else line for line in text.splitlines()]
+    start = next((i for i, line in enumerate(lines)
+                  if line.lstrip().startswith(("Falsifying", "Failing test case"))), None)
+    if start is None:
+        return None
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    kept = []
+    for line in lines[start:]:
+        line = line[indent:] if line[:indent].isspace() else line.lstrip()
+        if not line.strip() or line.startswith(("You can reproduce", "@reproduce_failure", "Explanation:")):
             break
-    return "\n".join(keep) if keep else None
+        kept.append(line.rstrip())
+    return "\n".join(kept)

@@ -6,7 +6,9 @@ from kdist_props.specs import DATA_PARALLEL, MODEL_PARALLEL, DistributionSpec, M
 from kdist_props.strategies.tensors import seeds
 
 ACTIVATIONS = ("linear", "relu", "tanh")
-TRAIN_DTYPES = ("float32", "float64")
+# float32 only: Keras computes Dense layers of float64 in float32 (its type
+# promotion), a dtype-policy question outside the distribution contract.
+TRAIN_DTYPES = ("float32",)
 OPTIMIZERS = ("sgd", "adam")  # Adam's first step is ~lr*sign(grad) and hides averaging bugs: draw both
 ENTRIES = ("fit", "train_on_batch")
 
@@ -47,12 +49,18 @@ def model_distributions(draw, world_size, model):
 def train_specs(draw, world_size):
     model = draw(model_specs(), label="model")
     per_rank = draw(st.integers(1, 3), label="per-rank batch")
+    optimizer = draw(st.sampled_from(OPTIMIZERS), label="optimizer")
+    # Adam divides by sqrt(v) + 1e-7: once a first update has made the weights
+    # inexact, rounding noise in a near-zero gradient becomes a step of order
+    # lr, in any two correct implementations. Adam gets one step (exact
+    # gradients of dyadic data); SGD, which shows averaging bugs best, several.
+    steps = 1 if optimizer == "adam" else draw(st.integers(1, 3), label="steps")
     return TrainSpec(
         model=model,
         distribution=draw(model_distributions(world_size, model), label="distribution"),
-        optimizer=draw(st.sampled_from(OPTIMIZERS), label="optimizer"),
+        optimizer=optimizer,
         learning_rate=draw(st.sampled_from([0.125, 0.25, 0.5]), label="learning rate"),
-        steps=draw(st.integers(1, 3), label="steps"),
+        steps=steps,
         global_batch=per_rank * world_size,
         entry=draw(st.sampled_from(ENTRIES), label="entry point"),
         data_seed=draw(seeds, label="data seed"),

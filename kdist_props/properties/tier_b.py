@@ -66,7 +66,7 @@ def train(ctx, ex):
     """train.equivalence and optimizer.iterations: k steps on this rank's batch."""
     spec = ex["train"]
     model = _built(ctx, spec.model, spec.distribution)
-    initial = {path: full_value(ctx.target.read(model, v, "convert_to_numpy")) for path, v in
+    initial = {path: _plain(ctx.target.read(model, v, "convert_to_numpy")) for path, v in
                ctx.target.model_variables(model)}
     x, y = training.rank_batch(spec, ctx.rank, ctx.world_size)
     losses = ctx.target.train(model, spec, x, y)

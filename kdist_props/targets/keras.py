@@ -10,6 +10,9 @@ import importlib
 import inspect
 
 import keras
+import numpy as np
+import torch
+from torch.distributed.tensor import DTensor
 
 from kdist_props.specs import MODEL_PARALLEL
 from kdist_props.targets.base import Target, Unsupported
@@ -60,9 +63,8 @@ class KerasTarget(Target):
         return None
 
     def unsupported(self, clause):
-        piece = PIECES.get(clause, "Tier B")
-        if piece == "Tier B":
-            return f"keras {keras.__version__}: the keras target has no Tier B adapter yet ({clause})"
+        # Tier B clauses use public Keras only and run on every Keras.
+        piece = PIECES.get(clause)
         return self.missing(piece) if piece else None
 
     def _piece(self, name):
@@ -111,3 +113,83 @@ class KerasTarget(Target):
 
     def matmul(self, a, b):
         return keras.ops.matmul(a, b)
+
+    # -- Tier B: real Keras layers, optimizers and trainers ------------------
+
+    def build_model(self, spec, distribution, device_mesh, initial):
+        with distribution.scope():
+            layers = [keras.Input((spec.widths[0],), dtype=spec.dtype)]
+            for i, units in enumerate(spec.widths[1:]):
+                layers.append(keras.layers.Dense(
+                    units, use_bias=spec.biases[i], activation=spec.activations[i], dtype=spec.dtype, name=f"d{i}",
+                    kernel_initializer=ArrayInitializer(initial[f"d{i}/kernel"]),
+                    bias_initializer=ArrayInitializer(initial.get(f"d{i}/bias"))))
+            model = keras.Sequential(layers)
+        model.kdist_distribution = distribution
+        return model
+
+    def model_variables(self, model):
+        # Keras prefixes paths with the model's name; the suite names variables d<i>/<name>.
+        return [("/".join(v.path.split("/")[-2:]), v) for v in model.weights]
+
+    def variable_layout_of(self, variable):
+        value = variable.value
+        if not isinstance(value, DTensor):
+            return (None,) * len(variable.shape), None, value.detach()
+        axes = [None] * len(variable.shape)
+        for mesh_dim, placement in enumerate(value.placements):
+            if placement.is_shard():
+                axes[placement.dim] = value.device_mesh.mesh_dim_names[mesh_dim]
+        return tuple(axes), tuple(value.placements), value.to_local().detach()
+
+    def read(self, model, variable, how):
+        if how == "numpy":
+            return variable.numpy()
+        if how == "get_weights" and model is not None:
+            return model.get_weights()[[id(w) for w in model.weights].index(id(variable))]
+        return keras.ops.convert_to_numpy(variable)
+
+    def make_variable(self, distribution, device_mesh, spec, initial):
+        differentiable = initial.dtype.is_floating_point or initial.dtype.is_complex
+        with distribution.scope():
+            return keras.Variable(ArrayInitializer(initial), shape=spec.shape, dtype=spec.dtype,
+                                  trainable=spec.trainable and differentiable, name=spec.path)
+
+    def assign(self, variable, value, how):
+        if how == "set_weights":
+            holder = keras.layers.Layer()
+            holder.held = variable  # tracked: holder.weights == [variable]
+            holder.set_weights([np.asarray(value)])
+        elif how == "assign_add":
+            variable.assign_add(value)
+        else:
+            variable.assign(value)
+
+    def train(self, model, spec, x, y):
+        optimizer = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[spec.optimizer]
+        with model.kdist_distribution.scope():
+            model.compile(optimizer=optimizer(learning_rate=spec.learning_rate), loss="mse")
+            x, y = x.numpy(), y.numpy()
+            if spec.entry == "fit":
+                history = model.fit(x, y, batch_size=len(x), epochs=spec.steps, shuffle=False, verbose=0)
+                return history.history["loss"]
+            return [float(np.asarray(model.train_on_batch(x, y)).reshape(-1)[0]) for _ in range(spec.steps)]
+
+    def iterations(self, model):
+        return model.optimizer.iterations
+
+    def scope_matmul(self, model, x):
+        with model.kdist_distribution.scope():
+            return keras.ops.matmul(x, model.weights[0])
+
+
+class ArrayInitializer(keras.initializers.Initializer):
+    """Initial values given by the harness, through Keras' own initializer path."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, shape, dtype=None):
+        value = self.value if self.value is not None else torch.zeros(shape)
+        return keras.ops.cast(keras.ops.convert_to_tensor(value.to(torch.float64).numpy()
+                                                          if not value.is_complex() else value.numpy()), dtype)

@@ -124,10 +124,10 @@ class ReferenceTarget(ReferenceModels, Target):
 
 
 def matmul_result_dtype(a, b):
-    """Keras' rule: int8 @ int8 accumulates in int32; otherwise the promoted dtype."""
+    """Keras' rule: int8 @ int8 accumulates in int32; otherwise Keras' type promotion."""
     if a == b == torch.int8:
         return torch.int32
-    return torch.promote_types(a, b)
+    return getattr(torch, keras.backend.result_type(str(a).removeprefix("torch."), str(b).removeprefix("torch.")))
 
 
 def _replicated(x):
