@@ -2,10 +2,6 @@
 Hypothesis profiles, baselines as strict xfails, and the capability report."""
 
 import os
-import re
-import shlex
-import sys
-import warnings
 
 import pytest
 
@@ -41,7 +37,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "clause(id): the contract clause a property test checks")
     config.addinivalue_line("markers", "selftest: a test of the suite itself")
     try:
-        import kdist_props  # noqa: F401  (sets KERAS_BACKEND before anything imports Keras)
         from kdist_props.session import Session
 
         config.kdist = Session.from_config(config)

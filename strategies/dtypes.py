@@ -10,12 +10,13 @@ ALL = FLOAT + COMPLEX + INT + BOOL
 # torch has no matmul for bool; Keras computes it in floatx and casts back.
 MATMUL = ALL
 
-float_dtypes = st.sampled_from(FLOAT + COMPLEX)
-non_float_dtypes = st.sampled_from(INT + BOOL)
 
 
 def dtypes(allowed=ALL):
-    """one_of picks a family first, so a handful of examples covers both."""
+    """Float and non-float dtypes interleaved: both families are equally
+    likely from the first example on, and shrinking tries float32, then int32."""
     floats = [d for d in FLOAT + COMPLEX if d in allowed]
     others = [d for d in INT + BOOL if d in allowed]
-    return st.one_of(*(st.sampled_from(group) for group in (floats, others) if group))
+    interleaved = [d for pair in zip(floats, others) for d in pair]
+    interleaved += floats[len(others):] + others[len(floats):]
+    return st.sampled_from(interleaved)
