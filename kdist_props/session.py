@@ -92,6 +92,7 @@ class Session:
     profile: str
     report_path: str
     mutant_scope: str
+    target_source: str
     keras_version: str
     keras_origin: str
     baseline: object
@@ -130,6 +131,7 @@ class Session:
         return cls(
             targets=targets, world_sizes=world_sizes, device=device, deadline=option("--kdist-deadline"),
             profile=profile, report_path=option("--kdist-report"), mutant_scope=option("--kdist-mutant-scope"),
+            target_source=target_source(config),
             keras_version=keras_version, keras_origin=keras_origin, baseline=baseline,
             pools=PoolManager(device=device, startup_timeout_s=option("--kdist-startup-timeout")),
         )
@@ -254,14 +256,15 @@ class Session:
             "device": self.device,
             "backend": "nccl" if self.device == "cuda" else "gloo",
             "baseline": str(self.baseline.path) if self.baseline.path else None,
-            "target_selected_by": "--kdist-target / KDIST_TARGET",
+            "target_selected_by": self.target_source,
         }
 
     def header_lines(self):
         h = self.header()
         return [
             f"kdist-props: target={h['target']} world sizes={h['world_sizes']} device={h['device']} "
-            f"backend={h['backend']} profile={h['profile']} deadline={self.deadline:g}s",
+            f"backend={h['backend']} profile={h['profile']} deadline={self.deadline:g}s "
+            f"(target from {h['target_selected_by']})",
             f"kdist-props: keras {h['keras_version']} ({h['keras_origin']}), torch {h['torch_version']}, "
             f"hypothesis {h['hypothesis_version']}, baseline {h['baseline']}",
         ]
@@ -282,6 +285,12 @@ class Session:
         report.write(built, self.report_path, md_path)
         self.summary = report.summary_lines(built) + [f"report: {self.report_path} and {md_path}"]
         self.summary += [f"backend limitation (not a target bug): {line}" for line in header["backend_limitations"]]
+
+
+def target_source(config):
+    if any(str(arg).startswith("--kdist-target") for arg in config.invocation_params.args):
+        return "--kdist-target"
+    return "KDIST_TARGET" if os.environ.get("KDIST_TARGET") else "default"
 
 
 def examples_to_first_failure(stats):
@@ -315,17 +324,19 @@ def skip_reason(rep):
 def failure_reason(text):
     """The error or assertion line of a failure, without pytest's and
     ExceptionGroup's framing characters."""
-    lines = [line[1:].strip(" |+-") for line in text.splitlines() if line.startswith("E ")]
-    lines = [line for line in lines if line]
-    for line in lines:
-        if re.match(r"^([\w.]+(Error|Exception|Crash|Hang|Desync|Limitation)|assert)\b", line):
-            return line
-    return lines[0] if lines else (text.strip().splitlines() or [""])[-1]
+    error_lines = [line[1:] for line in text.splitlines() if line.startswith("E ")]
+    for lines in (error_lines, text.splitlines()):
+        lines = [line.strip(" |+-") for line in lines]
+        for line in lines:
+            if re.match(r"^([\w.]+(Error|Exception|Crash|Hang|Desync|Limitation)|assert)\b", line):
+                return line
+    return next((line.strip(" |+-") for line in text.splitlines() if line.strip(" |+-")), "")
 
 
 def falsifying_example(text, record):
     """Hypothesis' shrunk example as it printed it: the failing call and its labelled draws."""
-    lines = [line[1:] if line.startswith("E ") else line for line in text.splitlines()]
+    # pytest prefixes "E "; ExceptionGroups (several distinct failures) frame lines with "|".
+    lines = [re.sub(r"^(E )?(\s*\| )?", "", line) for line in text.splitlines()]
     start = next((i for i, line in enumerate(lines)
                   if line.lstrip().startswith(("Falsifying", "Failing test case"))), None)
     if start is None:

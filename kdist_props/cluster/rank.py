@@ -9,6 +9,7 @@ and sends back what the body returns, or the traceback.
 import ctypes
 import datetime
 import faulthandler
+import gc
 import os
 import pickle
 import signal
@@ -38,6 +39,10 @@ class RankContext:
         if name != self._target_name:
             self.target = targets.load(name)
             self._target_name = name
+
+    def fresh_target(self):
+        """A new instance of the current target: no cache left from earlier examples."""
+        self.target = targets.load(self._target_name, fresh=True)
 
     def reset(self):
         """Forget per-example state: the body's state and Keras' global distribution."""
@@ -88,6 +93,10 @@ def rank_main(rank, world_size, address, workdir, device, pg_timeout_s):
         world_size=world_size,
         timeout=datetime.timedelta(seconds=pg_timeout_s),
     )
+    # Everything imported so far lives for good: keep the collector off it, so
+    # that collections during examples (and gc.collect in bodies) stay cheap.
+    gc.collect()
+    gc.freeze()
     send(conn, ("ready", rank))
     serve(conn, RankContext(rank, world_size, device))
 

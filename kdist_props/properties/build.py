@@ -13,8 +13,13 @@ def device_type(ctx):
     return "gpu" if ctx.device == "cuda" else "cpu"
 
 
-def keras_mesh(ctx, spec):
-    return keras.distribution.DeviceMesh(tuple(spec.shape), list(spec.axis_names), devices=spec.devices(device_type(ctx)))
+def keras_mesh_args(ctx, spec):
+    return tuple(spec.shape), list(spec.axis_names), spec.devices(device_type(ctx))
+
+
+def keras_mesh(ctx, spec, args=None):
+    shape, axis_names, devices = args or keras_mesh_args(ctx, spec)
+    return keras.distribution.DeviceMesh(shape, axis_names, devices=devices)
 
 
 def keras_layout(axes, mesh):

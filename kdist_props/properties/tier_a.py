@@ -14,6 +14,7 @@ from kdist_props.properties.build import (
     harness_dtensor,
     keras_layout,
     keras_mesh,
+    keras_mesh_args,
     keras_variable,
     local_value,
 )
@@ -55,16 +56,24 @@ def mesh_step(ctx, ex):
     """mesh.identity, one step of the state machine, on meshes kept in ctx.state."""
     meshes = ctx.state.setdefault("meshes", {})
     op, name = ex["op"], ex["name"]
-    if op == "create":
+    if op == "start":  # a new run: no mesh, and a target with no cache from earlier runs
+        meshes.clear()
+        ctx.fresh_target()
+    elif op == "create":
         meshes[name] = keras_mesh(ctx, ex["mesh"])
+    elif op == "replace":
+        # Freed and allocated back to back (arguments built first), the new mesh
+        # takes the old one's address, hence its id(): the case an id()-keyed
+        # cache gets wrong.
+        args = keras_mesh_args(ctx, ex["mesh"])
+        del meshes[ex["old"]]
+        meshes[name] = keras_mesh(ctx, ex["mesh"], args)
     elif op == "drop":
-        del meshes[name]  # freed at once unless a cycle holds it: then at "collect"
+        del meshes[name]
     elif op == "collect":
         gc.collect()
     elif op == "convert":
         return describe_backend_mesh(ctx.target.to_backend_mesh(meshes[name]))
-    elif op == "clear":
-        meshes.clear()
     return None
 
 

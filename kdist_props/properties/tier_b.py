@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from kdist_props import training
-from kdist_props.properties.build import describe_placements, full_value, keras_mesh
+from kdist_props.properties.build import describe_placements, full_value, keras_mesh, local_value
 from kdist_props.values import tensor_from
 
 READS = ("convert_to_numpy", "numpy", "get_weights")
@@ -26,16 +26,18 @@ def model_storage(ctx, ex):
         observed[path] = {
             "axes": tuple(axes),
             "placements": describe_placements(placements) if placements is not None else None,
-            "local": torch.as_tensor(np.asarray(local.cpu() if torch.is_tensor(local) else local)),
+            "local": _plain(local),
             "reads": {how: _plain(ctx.target.read(model, variable, how)) for how in READS},
         }
     return observed
 
 
 def _plain(value):
-    """Whatever a read returned (numpy, tensor, DTensor), as a CPU tensor; its shape tells a shard from the whole."""
+    """What a read handed the user (numpy, tensor, DTensor, Keras variable) as a
+    CPU tensor. A DTensor counts as what this rank holds: a read that returns
+    one has not given the user the full value."""
     if torch.is_tensor(value):
-        return full_value(value) if not hasattr(value, "to_local") else value.to_local().detach().cpu()
+        return local_value(value)
     return torch.as_tensor(np.asarray(value))
 
 

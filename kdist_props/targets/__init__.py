@@ -1,7 +1,7 @@
 """Implementations under test, behind one interface (see base.Target)."""
 
 
-def load(name):
+def load(name, fresh=False):
     from kdist_props.targets.registry import load_target
 
-    return load_target(name)
+    return load_target(name, fresh)

@@ -77,12 +77,14 @@ class KerasTarget(Target):
         keras.distribution.set_distribution(None)
 
     def make_distribution(self, spec, device_mesh):
+        # Every rank feeds its own slice already: Keras must not shard it again.
         if spec.kind == MODEL_PARALLEL:
             layout_map = keras.distribution.LayoutMap(device_mesh)
             for path, axes in spec.layout_map:
                 layout_map[path] = tuple(axes)
-            return keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name=spec.batch_dim_name)
-        return keras.distribution.DataParallel(device_mesh=device_mesh)
+            return keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name=spec.batch_dim_name,
+                                                    auto_shard_dataset=False)
+        return keras.distribution.DataParallel(device_mesh=device_mesh, auto_shard_dataset=False)
 
     def variable_layout(self, distribution, variable):
         return distribution.get_variable_layout(variable)

@@ -9,7 +9,7 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 import kdist_props
 from kdist_props.specs import MODEL_PARALLEL
 from kdist_props.targets.base import Target
-from kdist_props.targets.reference_models import ReferenceModels
+from kdist_props.targets.reference_models import ReferenceModels, replicated
 from kdist_props.torch_mesh import build_mesh
 from kdist_props.values import is_float_or_complex
 
@@ -112,7 +112,7 @@ class ReferenceTarget(ReferenceModels, Target):
             # operands first is always correct.
             if not (isinstance(a, DTensor) or isinstance(b, DTensor)):
                 raise
-            return torch.matmul(_replicated(a), _replicated(b)).to(dtype)
+            return torch.matmul(replicated(a), replicated(b)).to(dtype)
 
     @staticmethod
     def _promote(x, other):
@@ -129,8 +129,3 @@ def matmul_result_dtype(a, b):
         return torch.int32
     return getattr(torch, keras.backend.result_type(str(a).removeprefix("torch."), str(b).removeprefix("torch.")))
 
-
-def _replicated(x):
-    if isinstance(x, DTensor):
-        return x.redistribute(x.device_mesh, [Replicate()] * x.device_mesh.ndim)
-    return x

@@ -17,6 +17,13 @@ from kdist_props import training
 from kdist_props.specs import DATA_PARALLEL
 
 
+def replicated(x):
+    """x gathered onto every rank (differentiably), if it is a DTensor."""
+    if isinstance(x, DTensor):
+        return x.redistribute(x.device_mesh, [Replicate()] * x.device_mesh.ndim)
+    return x
+
+
 class ReferenceVariable:
     def __init__(self, path, value, layout, trainable=True):
         self.path, self.value, self.layout, self.trainable = path, value, layout, trainable
@@ -104,9 +111,15 @@ class ReferenceModels:
         data_parallel = model.distribution.spec.kind == DATA_PARALLEL
         params = {v.path: v.value.detach().requires_grad_(v.path in self._differentiated(model))
                   for v in model.variables}
+        compute = params
         if not data_parallel:
+            # Sharded storage, replicated compute: gathering a parameter is
+            # differentiable, and its gradient comes back in the parameter's own
+            # placements; DTensor cannot propagate every sharding through a dense
+            # layer (size-1 sharded dims, uneven shards).
+            compute = {p: replicated(w) for p, w in params.items()}
             x, y = (self._replicate_like(t, next(iter(params.values()))) for t in (x, y))
-        loss = training.mse(training.forward(model.spec, params, x), y)
+        loss = training.mse(training.forward(model.spec, compute, x), y)
         wanted = [p for p, w in params.items() if w.requires_grad]
         grads = dict(zip(wanted, torch.autograd.grad(loss, [params[p] for p in wanted])))
         if data_parallel:

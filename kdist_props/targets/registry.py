@@ -22,8 +22,12 @@ def validate(name):
 _loaded = {}
 
 
-def load_target(name):
-    """The target instance for `name`, one per process (its caches persist, as a backend's would)."""
+def load_target(name, fresh=False):
+    """The target instance for `name`, one per process (its caches persist, as a
+    backend's would); fresh=True starts a new instance, for stateful tests
+    whose runs must not inherit each other's caches."""
+    if fresh:
+        _loaded.pop(name, None)
     if name not in _loaded:
         validate(name)
         if name == "keras":

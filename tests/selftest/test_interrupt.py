@@ -34,9 +34,10 @@ SETTLE_S = 1.0
 TCP_LISTEN = "0A"
 
 
-def listening_ports():
-    """Local ports in LISTEN state, IPv4 and IPv6, from /proc/net/tcp{,6}."""
-    ports = set()
+def listening_sockets(port):
+    """Inodes of the sockets in LISTEN state on local `port`, IPv4 and IPv6,
+    from /proc/net/tcp{,6}."""
+    inodes = set()
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         if not os.path.exists(path):
             continue
@@ -44,10 +45,10 @@ def listening_ports():
             next(f)  # header
             for line in f:
                 fields = line.split()
-                local_address, state = fields[1], fields[3]
-                if state == TCP_LISTEN:
-                    ports.add(int(local_address.rsplit(":", 1)[1], 16))
-    return ports
+                local_address, state, inode = fields[1], fields[3], fields[9]
+                if state == TCP_LISTEN and int(local_address.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(inode)
+    return inodes
 
 
 class Child:
@@ -62,6 +63,7 @@ class Child:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.info = None
+        self.store_sockets = set()
 
     def output(self):
         return self.log_path.read_text(errors="replace")
@@ -84,7 +86,10 @@ class Child:
         assert len(self.info["ranks"]) == 2, f"expected 2 ranks, the child reported {self.info}"
         assert existing(self.pool_pids) == self.pool_pids, (
             f"before the signal, expected ranks and zygote alive, got {describe(self.pool_pids)}")
-        assert self.info["port"] in listening_ports(), (
+        # The store's own sockets, by inode: another process may legitimately
+        # reuse the port once it is free; only these must be closed.
+        self.store_sockets = listening_sockets(self.info["port"])
+        assert self.store_sockets, (
             f"before the signal, the ranks' TCP store port {self.info['port']} is not listening")
 
     def signal_and_wait(self, signum):
@@ -103,7 +108,8 @@ class Child:
 
     def assert_store_closed(self, after):
         port = self.info["port"]
-        assert port not in listening_ports(), f"after {after}: the ranks' TCP store still listens on port {port}"
+        still = self.store_sockets & listening_sockets(port)
+        assert not still, f"after {after}: the ranks' TCP store still listens on port {port} (socket inodes {still})"
 
 
 @pytest.fixture
