@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = "tests/selftest/interrupt_child/test_child.py"
 CHILD_START_TIMEOUT_S = 180  # pytest, torch and Keras imports plus the zygote, on a loaded machine
 CHILD_EXIT_TIMEOUT_S = 60
+CHILD_DEADLINE_S = 300  # the hanging example's dispatch deadline: far beyond the signal
 ORPHANS_DIE_WITHIN_S = 10  # PDEATHSIG is immediate; this only absorbs scheduling delays
 # The child writes the info file just before it dispatches the hanging example;
 # this leaves it ample time to be waiting on the ranks when the signal lands.
@@ -58,8 +59,11 @@ class Child:
         self.info_path = tmp_path / "info.json"
         self.log_path = tmp_path / "child.log"
         env = {**os.environ, "KDIST_INTERRUPT_INFO": str(self.info_path)}
-        command = [sys.executable, "-m", "pytest", CHILD, "-p", "no:cacheprovider",
-                   "--kdist-target=reference", "--kdist-world-sizes=2", "-q"]
+        # Every kdist option the child depends on is pinned: tox passes KDIST_* through,
+        # and e.g. a short KDIST_DEADLINE would end the hang before the signal lands.
+        command = [sys.executable, "-m", "pytest", CHILD, "-p", "no:cacheprovider", "-q",
+                   "--kdist-target=reference", "--kdist-world-sizes=2", "--kdist-device=cpu",
+                   f"--kdist-deadline={CHILD_DEADLINE_S}"]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.info = None

@@ -18,6 +18,6 @@ def test_hangs(kdist):
     with open(path + ".tmp", "w") as f:
         json.dump(info, f)
     os.replace(path + ".tmp", path)  # atomic: the parent never reads half a file
-    # Rank 1 never answers; the default 60 s deadline keeps the driver waiting
-    # in the dispatch until the parent's signal arrives.
+    # Rank 1 never answers; the long --kdist-deadline the parent passes keeps
+    # the driver waiting in the dispatch until the parent's signal arrives.
     kdist.run(probes.fault, {"kind": "hang", "rank": 1})
