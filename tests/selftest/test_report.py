@@ -90,7 +90,8 @@ def test_results_are_sorted_and_complete():
     keys = [(c["clause"], c["world_size"]) for c in report["results"]]
     assert keys == [("a.clause", 1), ("a.clause", 4), ("z.clause", 4)]
     assert set(report["results"][0]) == {"target", "clause", "world_size", "status", "examples",
-                                         "tests", "reason", "first_failing_example"}
+                                         "tests", "reason", "first_failing_example",
+                                         "examples_to_first_failure"}
 
 
 def _mixed_report():
