@@ -1,5 +1,10 @@
 """How one example can fail on the ranks, each with a report a person can read."""
 
+import re
+
+# "ValueError: ...", "torch.distributed.DistBackendError: ...", "Fatal Python error: ..."
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)|Fatal Python error)\b.*")
+
 
 class RankFailure(Exception):
     """Base class: the example failed on the ranks (not in the driver)."""
@@ -19,11 +24,17 @@ class RankFailure(Exception):
         return "\n".join(parts)
 
     def cause(self):
-        """The last line of the lowest rank's report: usually the exception."""
+        """One line that says what went wrong: the exception a rank raised, else
+        the first line of the lowest rank's report (how it died, or where it hung)."""
         for rank in sorted(self.details):
-            lines = self.details[rank].strip().splitlines()
+            for line in reversed(self.details[rank].strip().splitlines()):
+                if EXCEPTION_LINE.match(line.strip()):
+                    return line.strip()
+        for rank in sorted(self.details):
+            lines = [line.strip() for line in self.details[rank].strip().splitlines() if line.strip()]
             if lines:
-                return lines[-1].strip()
+                where = next((line for line in lines if line.startswith("File ") and "<frozen" not in line), "")
+                return f"rank {rank}: {lines[0]}" + (f" {where}" if where and lines[0].endswith(":") else "")
         return ""
 
 
@@ -43,6 +54,13 @@ class RankCrash(RankFailure):
     """A rank process died (exit, signal); details say how."""
 
     kind = "crash"
+
+    def cause(self):
+        for rank in sorted(self.details):
+            first = self.details[rank].strip().splitlines()[0] if self.details[rank].strip() else ""
+            if first.startswith(("killed by", "exited with")):
+                return f"rank {rank} {first}"
+        return super().cause()
 
 
 class RankDesync(RankFailure):

@@ -43,7 +43,7 @@ class Zygote:
             [sys.executable, "-m", "kdist_props.cluster.zygote"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "KDIST_DRIVER_PID": str(os.getpid())},
         )
         kind, _ = self._protocol.read_message(self.proc.stdout)
         assert kind == "ready", kind

@@ -51,20 +51,20 @@ class RankContext:
             self.target.reset()
 
 
-def die_with_parent():
-    """Ask the kernel to SIGKILL this rank when its parent (the forkserver) exits.
+def die_with_parent(parent_pid):
+    """Ask the kernel to SIGKILL this process when its parent exits.
 
-    The forkserver exits when the driver goes away, however it goes (Ctrl-C,
-    SIGKILL, os._exit from pytest-timeout), so no rank can outlive the driver.
+    Ranks die with the zygote, the zygote with the driver, however the driver
+    goes (Ctrl-C, SIGKILL, os._exit from pytest-timeout): no rank outlives it.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
 
 
-def rank_main(rank, world_size, address, workdir, device, pg_timeout_s):
-    die_with_parent()
+def rank_main(rank, world_size, address, workdir, device, pg_timeout_s, parent_pid):
+    die_with_parent(parent_pid)
     # Own process group: a terminal Ctrl-C reaches the driver, which then shuts
     # the ranks down in order instead of every rank printing a traceback.
     os.setpgid(0, 0)
@@ -125,14 +125,11 @@ def serve(conn, ctx):
                 shutdown(0)
             _, seq, body, example, target_name, stateful = message
             ctx.select_target(target_name)
+            if not stateful:
+                ctx.reset()  # before, not after: a stateful run may have stopped halfway
             reply = ("ok", seq, body(ctx, example))
         except BaseException:  # a body may even raise SystemExit; report it
             reply = ("error", seq, traceback.format_exc())
-        if not stateful:
-            try:
-                ctx.reset()
-            except Exception:
-                reply = ("error", seq, "reset after the example failed:\n" + traceback.format_exc())
         try:
             send(conn, reply)
         except Exception:  # an unpicklable observation is the body's fault

@@ -36,7 +36,7 @@ def write_message(stream, obj):
 def main():
     from kdist_props.cluster.rank import die_with_parent, rank_main
 
-    die_with_parent()
+    die_with_parent(int(os.environ["KDIST_DRIVER_PID"]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when we stop
     for name in PRELOAD:
         importlib.import_module(name)
@@ -48,13 +48,14 @@ def main():
         except EOFError:
             os._exit(0)  # the driver is gone; PDEATHSIG takes the ranks with us
         if command == "fork":
+            zygote_pid = os.getpid()
             pid = os.fork()
             if pid == 0:
                 os.close(0)
                 os.close(1)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 try:
-                    rank_main(*arg)
+                    rank_main(*arg, zygote_pid)
                 finally:
                     os._exit(1)
             write_message(replies, ("forked", pid))

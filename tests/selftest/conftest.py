@@ -1,5 +1,6 @@
 """Shared fixtures and process helpers for the suite's own tests of its rank pools."""
 
+import os
 import time
 
 import psutil
@@ -38,24 +39,32 @@ def existing(pids):
 def running(pids):
     """The pids among `pids` whose process is still alive.
 
-    A zombie counts as dead: it holds no memory, sockets or GPU, only a
-    process-table slot until whoever inherited it reaps it.
+    A zombie counts as dead (it holds only a process-table slot until whoever
+    inherited it reaps it), unless other threads of it are still exiting: a
+    killed process' main thread turns zombie first, and its memory and
+    descriptors go with its last thread.
     """
     alive = []
     for pid in pids:
         try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE or len(os.listdir(f"/proc/{pid}/task")) > 1:
                 alive.append(pid)
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, FileNotFoundError):
             pass
     return alive
 
 
+def wait_for(condition, timeout_s):
+    """Poll `condition()` until it is true or `timeout_s` has passed; return its last value."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
 def wait_until_dead(pids, timeout_s):
     """Poll until none of `pids` is running; return those still running at the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while running(pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not running(pids), timeout_s)
     return running(pids)
 
 

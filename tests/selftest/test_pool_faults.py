@@ -183,19 +183,7 @@ HEADLINES = {
 # faulthandler dump, and the module list faulthandler prints after a crash.
 NOISE = ('File "<frozen runpy>"', "Extension modules:")
 
-_HEADLINE_PICKS_A_STACK_LINE = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="RankFailure.cause() takes the last line of the lowest rank's details; for a stack dump "
-           "that is '<frozen runpy>' and after a segfault the 'Extension modules' list",
-)
-
-
-@pytest.mark.parametrize("kind", [
-    pytest.param(kind, marks=_HEADLINE_PICKS_A_STACK_LINE)
-    if kind in ("raise-before-collective", "hang", "hang-in-collective", "segfault") else kind
-    for kind in HEADLINES
-])
+@pytest.mark.parametrize("kind", list(HEADLINES))
 def test_first_line_of_the_report_names_the_cause(pools, kind):
     expected, fragment = HEADLINES[kind]
     deadline_s = HANG_DEADLINE_S if kind.startswith("hang") else OK_DEADLINE_S
@@ -237,12 +225,6 @@ def test_stateless_examples_start_from_empty_state(pools, world_size):
     assert got == expected, f"remember x3 with stateful=False: expected {expected}, got {got}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="rank.serve resets ctx.state after a stateless example, not before it, so the first one "
-           "after stateful examples inherits their state",
-)
 def test_stateless_example_does_not_inherit_state_from_stateful_ones(pools):
     pool = fresh_pool(pools, 2)
     remember(pool, stateful=True)
