@@ -4,6 +4,8 @@ Placements are plain tuples here: ("S", dim) for Shard(dim), ("R",) for
 Replicate(); bodies describe what the target produced the same way.
 """
 
+import re
+
 import torch
 
 from kdist_props.specs import MODEL_PARALLEL
@@ -42,6 +44,15 @@ def expected_variable_axes(distribution, variable):
             if path == variable.path:
                 return tuple(axes)
     return (None,) * variable.rank
+
+
+def expected_layout_map_axes(distribution, path, rank):
+    """A model variable's axes: the LayoutMap key that fully matches its path
+    (keys are regular expressions, as in Keras), else replicated."""
+    for pattern, axes in distribution.layout_map:
+        if re.fullmatch(pattern, path):
+            return tuple(axes)
+    return (None,) * rank
 
 
 def expected_backend_mesh(mesh, device_type):

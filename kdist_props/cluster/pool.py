@@ -190,9 +190,10 @@ class Pool:
         """SIGKILL every rank's process group, reap them, free everything."""
         self.broken = True
         for proc in self.procs:
-            for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), lambda: os.kill(proc.pid, signal.SIGKILL)):
+            # Its own group (anything it started), then itself (if it died before setpgid).
+            for kill in (os.killpg, os.kill):
                 try:
-                    kill()
+                    kill(proc.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
         for proc in self.procs:

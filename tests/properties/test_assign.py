@@ -1,7 +1,6 @@
 """Chapter assignment (Tier B): `variable.assign`."""
 
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -1,7 +1,5 @@
 """Chapter model variables (Tier B): `variable.scope`, `variable.read`, `ops.scope`."""
 
-import re
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,13 +9,7 @@ from kdist_props.properties import tier_b
 from kdist_props.specs import MODEL_PARALLEL, TensorSpec
 from kdist_props.strategies.models import model_distributions, model_specs
 from kdist_props.strategies.tensors import seeds
-
-
-def expected_axes(distribution, path, rank):
-    for pattern, axes in distribution.layout_map:
-        if re.fullmatch(pattern, path):
-            return tuple(axes)
-    return (None,) * rank
+from kdist_props.values import tensor_from
 
 
 def draw_model(kdist, data):
@@ -35,7 +27,7 @@ def test_variables_have_their_layout_and_chunk_shards(kdist, data):
         assert list(observed) == list(initial), oracles.describe_mismatch(
             f"rank {rank} variable paths", list(initial), list(observed), example)
         for path, got in observed.items():
-            axes = expected_axes(distribution, path, initial[path].ndim)
+            axes = oracles.expected_layout_map_axes(distribution, path, initial[path].ndim)
             assert got["axes"] == axes, oracles.describe_mismatch(f"rank {rank} {path} layout", axes,
                                                                   got["axes"], example)
             placements = oracles.expected_placements(distribution.mesh, axes)
@@ -65,6 +57,6 @@ def test_matmul_with_a_sharded_kernel_equals_single_process(kdist, data):
     x = TensorSpec(shape=(rows, model.widths[0]), dtype=model.dtype, seed=data.draw(seeds, label="input seed"))
     example = {"model": model, "distribution": distribution, "x": x}
     kernel = training.initial_weights(model)["d0/kernel"]
-    expected = oracles.expected_matmul(tier_b.tensor_from(x), kernel)
+    expected = oracles.expected_matmul(tensor_from(x), kernel)
     for rank, got in enumerate(kdist.run(tier_b.scope_matmul, example)):
         oracles.assert_tensors_match(got["full"], expected, f"rank {rank} matmul", example)
