@@ -93,9 +93,9 @@ def rank_main(rank, world_size, address, workdir, device, pg_timeout_s, parent_p
         world_size=world_size,
         timeout=datetime.timedelta(seconds=pg_timeout_s),
     )
-    # Everything imported so far lives for good: keep the collector off it, so
-    # that collections during examples (and gc.collect in bodies) stay cheap.
-    gc.collect()
+    # Everything made so far lives for good: keep the collector off it, so that
+    # collections during examples (and gc.collect in bodies) stay cheap. The
+    # zygote already collected and froze the imports; this adds the process group.
     gc.freeze()
     send(conn, ("ready", rank))
     serve(conn, RankContext(rank, world_size, device))

@@ -9,6 +9,7 @@ Commands: ("fork", args) -> ("forked", pid); ("reap", pid) -> ("reaped", code)
 where code is an exit status, negative for a signal.
 """
 
+import gc
 import importlib
 import os
 import pickle
@@ -40,6 +41,10 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when we stop
     for name in PRELOAD:
         importlib.import_module(name)
+    # Collect once here, not in every rank, and freeze the imports: forked ranks
+    # then never scan (nor copy-on-write touch) them in a collection.
+    gc.collect()
+    gc.freeze()
     commands, replies = sys.stdin.buffer, sys.stdout.buffer
     write_message(replies, ("ready", os.getpid()))
     while True:
