@@ -257,6 +257,7 @@ class Session:
             "backend": "nccl" if self.device == "cuda" else "gloo",
             "baseline": str(self.baseline.path) if self.baseline.path else None,
             "target_selected_by": self.target_source,
+            "targets": {t: registry.load_target(t).describe() for t in self.targets},
         }
 
     def header_lines(self):

@@ -9,7 +9,6 @@ EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)|
 class RankFailure(Exception):
     """Base class: the example failed on the ranks (not in the driver)."""
 
-    kind = "failure"
 
     def __init__(self, summary, details):
         self.summary = summary
@@ -41,19 +40,16 @@ class RankFailure(Exception):
 class RankError(RankFailure):
     """One or more ranks raised; details hold each rank's traceback."""
 
-    kind = "error"
 
 
 class RankHang(RankFailure):
     """The dispatch deadline passed; details hold each rank's stack dump."""
 
-    kind = "hang"
 
 
 class RankCrash(RankFailure):
     """A rank process died (exit, signal); details say how."""
 
-    kind = "crash"
 
     def cause(self):
         for rank in sorted(self.details):
@@ -66,14 +62,12 @@ class RankCrash(RankFailure):
 class RankDesync(RankFailure):
     """Ranks that must agree returned different observations."""
 
-    kind = "desync"
 
 
 class BackendLimitation(RankError):
     """The communication backend, not the target, refused the operation
     (for example gloo and int16). Reported apart from target bugs."""
 
-    kind = "backend-limitation"
 
     MARKERS = ("Invalid scalar type", "Unsupported dtype", "not supported for gloo")
 

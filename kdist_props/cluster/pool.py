@@ -102,7 +102,6 @@ class Pool:
         self.broken = False
         self.closed = False
         self.startup_s = None
-        self.examples_run = 0
         self._seq = 0
         self._workdir = None
 
@@ -217,7 +216,6 @@ class Pool:
         if self.broken:
             raise RuntimeError("this pool is dead; ask the PoolManager for a fresh one")
         self._seq += 1
-        self.examples_run += 1
         message = pickle.dumps(("run", self._seq, body, example, target, stateful), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             return self._dispatch(message, deadline_s, agree)
