@@ -57,7 +57,7 @@ def variable_assign(ctx, ex):
 
 def plain_value(spec, kind):
     value = tensor_from(spec)
-    if kind == "numpy":
+    if kind == "numpy":  # numpy has no bfloat16: such values stay tensors
         return value.numpy() if value.dtype != torch.bfloat16 else value
     if kind == "python":
         return value.item()
@@ -73,6 +73,7 @@ def train(ctx, ex):
     x, y = training.rank_batch(spec, ctx.rank, ctx.world_size)
     losses = ctx.target.train(model, spec, x, y)
     iterations = ctx.target.iterations(model)
+    iterations_value = _plain(iterations)
     final = {path: _plain(ctx.target.read(model, v, "convert_to_numpy")) for path, v in
              ctx.target.model_variables(model)}
     return {
@@ -83,7 +84,7 @@ def train(ctx, ex):
             "dtype": str(getattr(iterations, "dtype", type(iterations).__name__)).removeprefix("torch."),
             "shape": tuple(getattr(iterations, "shape", ())),
             "trainable": bool(getattr(iterations, "trainable", getattr(iterations, "requires_grad", False))),
-            "value": int(_plain(iterations).item()) if _plain(iterations).numel() == 1 else None,
+            "value": int(iterations_value.item()) if iterations_value.numel() == 1 else None,
         },
     }
 

@@ -8,6 +8,7 @@ replicated, and DTensor's autograd does the communication.
 
 import re
 
+import keras
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -38,9 +39,6 @@ class ReferenceModel:
         self.spec, self.distribution, self.variables = spec, distribution, variables
         self.optimizer = None
 
-    def weights(self):
-        return {v.path: v.value for v in self.variables}
-
 
 class ReferenceModels:
     """Mixed into ReferenceTarget; uses its Tier A methods."""
@@ -52,8 +50,6 @@ class ReferenceModels:
         return (None,) * rank
 
     def _keras_layout(self, axes, device_mesh):
-        import keras
-
         return keras.distribution.TensorLayout(list(axes), device_mesh)
 
     def build_model(self, spec, distribution, device_mesh, initial):
@@ -67,6 +63,8 @@ class ReferenceModels:
         return ReferenceModel(spec, distribution, variables)
 
     def _model_axes(self, distribution, path, rank):
+        """A model variable's axes: kept apart from _axes_for so that a mutant can
+        break model layouts without touching standalone variables."""
         return self._axes_for(distribution, path, rank)
 
     def model_variables(self, model):
@@ -109,8 +107,8 @@ class ReferenceModels:
 
     def _step(self, model, x, y):
         data_parallel = model.distribution.spec.kind == DATA_PARALLEL
-        params = {v.path: v.value.detach().requires_grad_(v.path in self._differentiated(model))
-                  for v in model.variables}
+        differentiated = self._differentiated(model)
+        params = {v.path: v.value.detach().requires_grad_(v.path in differentiated) for v in model.variables}
         compute = params
         if not data_parallel:
             # Sharded storage, replicated compute: gathering a parameter is
