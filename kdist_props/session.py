@@ -14,7 +14,7 @@ from hypothesis import reject, settings, statistics
 
 from kdist_props import baselines, contract, profiles, report
 from kdist_props.cluster import PoolManager
-from kdist_props.cluster.errors import BackendLimitation
+from kdist_props.cluster.errors import BackendLimitation, RankError
 from kdist_props.environment import ConfigError, keras_checkout
 from kdist_props.targets import registry
 
@@ -81,6 +81,13 @@ class Runner:
         except BackendLimitation as limitation:
             self.session.backend_limitations.add(f"{limitation.summary}: {limitation.cause()}")
             reject()
+        except RankError as error:
+            # A target that says, on a rank, that the suite cannot drive it (or
+            # that it lacks a piece) ends the test as such, never as a failure.
+            verdict = target_verdict(error.cause())
+            if verdict:
+                pytest.skip(verdict)
+            raise
 
 
 @dataclass(repr=False)
@@ -286,6 +293,19 @@ class Session:
         report.write(built, self.report_path, md_path)
         self.summary = report.summary_lines(built) + [f"report: {self.report_path} and {md_path}"]
         self.summary += [f"backend limitation (not a target bug): {line}" for line in header["backend_limitations"]]
+
+
+# How a rank's traceback names the target's own verdicts (targets/base.py).
+TARGET_VERDICTS = {"kdist_props.targets.base.Incompatible": "incompatible",
+                   "kdist_props.targets.base.Unsupported": "unsupported"}
+
+
+def target_verdict(cause):
+    """`incompatible: <what was found>` or `unsupported: <missing piece>` when a
+    rank's exception line is one of the target's verdicts, else None."""
+    exception, _, message = cause.partition(": ")
+    status = TARGET_VERDICTS.get(exception)
+    return f"{status}: {message}" if status else None
 
 
 def target_source(config):

@@ -108,3 +108,22 @@ class TrainSpec:
     global_batch: int
     entry: str
     data_seed: int = 0
+
+
+# Per-chapter example and observation types: what the driver sends to every
+# rank and what each rank sends back. One section per chapter of the contract;
+# add a chapter's types under its own heading.
+
+# == chapter: layout (layout.variable, layout.placements) ==
+
+# == chapter: variables (variable.wrapping, variable.scope, variable.read, variable.assign) ==
+
+# == chapter: meshes (mesh.identity, mesh.reuse) ==
+
+# == chapter: tensors (tensor.storage, data.input) ==
+
+# == chapter: ops (ops.matmul, ops.scope) ==
+
+# == chapter: training (train.equivalence, optimizer.iterations) ==
+
+# == chapter: harness (run/reply messages, leak observations) ==

@@ -1,20 +1,15 @@
 """Rank-side bodies of the Tier A clauses (DESIGN.md §3): build, call the target, observe."""
 
-import gc
-
 import torch
-import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from kdist_props.properties.build import (
-    describe_backend_mesh,
     describe_layout,
     describe_placements,
     full_value,
     harness_dtensor,
     keras_layout,
     keras_mesh,
-    keras_mesh_args,
     keras_variable,
     local_value,
 )
@@ -49,47 +44,6 @@ def variable_wrapping(ctx, ex):
         "is_parameter": isinstance(value, torch.nn.Parameter),
         "requires_grad": value.requires_grad,
         "full": full_value(value),
-    }
-
-
-def mesh_step(ctx, ex):
-    """mesh.identity, one step of the state machine, on meshes kept in ctx.state."""
-    meshes = ctx.state.setdefault("meshes", {})
-    op, name = ex["op"], ex["name"]
-    if op == "start":  # a new run: no mesh, and a target with no cache from earlier runs
-        meshes.clear()
-        ctx.fresh_target()
-    elif op == "create":
-        meshes[name] = keras_mesh(ctx, ex["mesh"])
-    elif op == "replace":
-        # Freed and allocated back to back (arguments built first), the new mesh
-        # takes the old one's address, hence its id(): the case an id()-keyed
-        # cache gets wrong.
-        args = keras_mesh_args(ctx, ex["mesh"])
-        del meshes[ex["old"]]
-        meshes[name] = keras_mesh(ctx, ex["mesh"], args)
-    elif op == "drop":
-        del meshes[name]
-    elif op == "collect":
-        gc.collect()
-    elif op == "convert":
-        return describe_backend_mesh(ctx.target.to_backend_mesh(meshes[name]))
-    return None
-
-
-def process_group_count():
-    # torch has no public count of live process groups; pg_map is the registry.
-    return len(dist.distributed_c10d._world.pg_map)
-
-
-def mesh_reuse(ctx, ex):
-    """mesh.reuse: groups created by converting an equal configuration a second time."""
-    first = ctx.target.to_backend_mesh(keras_mesh(ctx, ex["mesh"]))
-    before = process_group_count()
-    second = ctx.target.to_backend_mesh(keras_mesh(ctx, ex["mesh"]))
-    return {
-        "new_groups": process_group_count() - before,
-        "same_mesh": describe_backend_mesh(first) == describe_backend_mesh(second),
     }
 
 

@@ -10,7 +10,7 @@ from kdist_props.values import tensor_from
 READS = ("convert_to_numpy", "numpy", "get_weights")
 
 
-def _built(ctx, model_spec, distribution_spec):
+def built_model(ctx, model_spec, distribution_spec):
     mesh = keras_mesh(ctx, distribution_spec.mesh)
     distribution = ctx.target.make_distribution(distribution_spec, mesh)
     initial = training.initial_weights(model_spec)
@@ -19,20 +19,20 @@ def _built(ctx, model_spec, distribution_spec):
 
 def model_storage(ctx, ex):
     """variable.scope and variable.read: layout, local shard and every kind of read of each variable."""
-    model = _built(ctx, ex["model"], ex["distribution"])
+    model = built_model(ctx, ex["model"], ex["distribution"])
     observed = {}
     for path, variable in ctx.target.model_variables(model):
         axes, placements, local = ctx.target.variable_layout_of(variable)
         observed[path] = {
             "axes": tuple(axes),
             "placements": describe_placements(placements) if placements is not None else None,
-            "local": _plain(local),
-            "reads": {how: _plain(ctx.target.read(model, variable, how)) for how in READS},
+            "local": plain(local),
+            "reads": {how: plain(ctx.target.read(model, variable, how)) for how in READS},
         }
     return observed
 
 
-def _plain(value):
+def plain(value):
     """What a read handed the user (numpy, tensor, DTensor, Keras variable) as a
     CPU tensor. A DTensor counts as what this rank holds: a read that returns
     one has not given the user the full value."""
@@ -51,7 +51,7 @@ def variable_assign(ctx, ex):
     axes_after, placements_after, _ = ctx.target.variable_layout_of(variable)
     return {
         "layout_kept": (tuple(axes_before), placements_before) == (tuple(axes_after), placements_after),
-        "full": _plain(ctx.target.read(None, variable, "convert_to_numpy")),
+        "full": plain(ctx.target.read(None, variable, "convert_to_numpy")),
     }
 
 
@@ -64,32 +64,7 @@ def plain_value(spec, kind):
     return value
 
 
-def train(ctx, ex):
-    """train.equivalence and optimizer.iterations: k steps on this rank's batch."""
-    spec = ex["train"]
-    model = _built(ctx, spec.model, spec.distribution)
-    initial = {path: _plain(ctx.target.read(model, v, "convert_to_numpy")) for path, v in
-               ctx.target.model_variables(model)}
-    x, y = training.rank_batch(spec, ctx.rank, ctx.world_size)
-    losses = ctx.target.train(model, spec, x, y)
-    iterations = ctx.target.iterations(model)
-    iterations_value = _plain(iterations)
-    final = {path: _plain(ctx.target.read(model, v, "convert_to_numpy")) for path, v in
-             ctx.target.model_variables(model)}
-    return {
-        "losses": [float(loss) for loss in losses],
-        "initial": initial,
-        "final": final,
-        "iterations": {
-            "dtype": str(getattr(iterations, "dtype", type(iterations).__name__)).removeprefix("torch."),
-            "shape": tuple(getattr(iterations, "shape", ())),
-            "trainable": bool(getattr(iterations, "trainable", getattr(iterations, "requires_grad", False))),
-            "value": int(iterations_value.item()) if iterations_value.numel() == 1 else None,
-        },
-    }
-
-
 def scope_matmul(ctx, ex):
     """ops.scope: keras.ops.matmul of a plain input with the first (sharded) kernel."""
-    model = _built(ctx, ex["model"], ex["distribution"])
+    model = built_model(ctx, ex["model"], ex["distribution"])
     return {"full": full_value(ctx.target.scope_matmul(model, tensor_from(ex["x"])))}

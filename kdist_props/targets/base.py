@@ -11,6 +11,12 @@ class Unsupported(Exception):
     """The target lacks a piece a clause needs; the message names it and the version."""
 
 
+class Incompatible(Exception):
+    """The suite cannot drive the target: a hook exists but has another
+    signature or returns another shape. The message says what was found.
+    Never a verdict on the target (the report's `incompatible` status)."""
+
+
 class Target:
     name = "?"
 

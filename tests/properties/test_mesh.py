@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, rule, run_state_machine_as_test
 
 from kdist_props import oracles
-from kdist_props.properties import tier_a
+from kdist_props.properties import meshes
 from kdist_props.strategies.meshes import meshes
 
 
@@ -24,7 +24,7 @@ class MeshLifecycle(RuleBasedStateMachine):
         self.step({"op": "start", "name": None})
 
     def step(self, example):
-        return self.kdist.run(tier_a.mesh_step, example, stateful=True, agree=True)
+        return self.kdist.run(meshes.mesh_step, example, stateful=True, agree=True)
 
     def new_name(self):
         self.created += 1
@@ -79,6 +79,6 @@ def test_backend_mesh_matches_its_configuration_whatever_came_before(kdist):
 def test_equal_mesh_configuration_creates_no_new_process_group(kdist, data):
     mesh = data.draw(meshes(kdist.world_size), label="mesh")
     example = {"mesh": mesh}
-    for rank, got in enumerate(kdist.run(tier_a.mesh_reuse, example, agree=True)):
+    for rank, got in enumerate(kdist.run(meshes.mesh_reuse, example, agree=True)):
         expected = {"new_groups": 0, "same_mesh": True}
         assert got == expected, oracles.describe_mismatch(f"rank {rank} second conversion", expected, got, example)

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kdist_props import oracles, training
-from kdist_props.properties import tier_b
+from kdist_props.properties import training as bodies
 from kdist_props.strategies.models import train_specs
 
 
@@ -18,7 +18,7 @@ def test_k_steps_match_single_process_training_on_the_global_batch(kdist, data):
     losses, weights = training.train(spec)
     rtol, atol = training.training_tolerance(spec)
     initial = training.initial_weights(spec.model)
-    observations = kdist.run(tier_b.train, example)
+    observations = kdist.run(bodies.train, example)
     for rank, got in enumerate(observations):
         assert torch.allclose(torch.tensor(got["losses"]), torch.tensor(losses), rtol=rtol, atol=atol), \
             oracles.describe_mismatch(f"rank {rank} losses", losses, got["losses"], example)
@@ -40,7 +40,7 @@ def test_k_steps_match_single_process_training_on_the_global_batch(kdist, data):
 def test_iterations_is_an_int_scalar_counting_steps(kdist, data):
     spec = data.draw(train_specs(kdist.world_size), label="training")
     example = {"train": spec}
-    for rank, got in enumerate(kdist.run(tier_b.train, example)):
+    for rank, got in enumerate(kdist.run(bodies.train, example)):
         iterations = got["iterations"]
         assert iterations["dtype"].startswith(("int", "uint")), oracles.describe_mismatch(
             f"rank {rank} iterations dtype", "an integer dtype", iterations["dtype"], example)
