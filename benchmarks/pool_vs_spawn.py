@@ -52,12 +52,13 @@ def spawn_worker(rank, world_size, workdir, n):
     import torch.distributed as dist
     from kdist_props.cluster.rank import RankContext
     from kdist_props.properties import probes
+    from kdist_props.specs import SizeExample
 
     torch.set_num_threads(1)  # as the pool's ranks do
     store = dist.FileStore(os.path.join(workdir, "store"), world_size)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=60))
-    result = probes.small_dtensor_matmul(RankContext(rank, world_size, "cpu"), {"n": n})
+    result = probes.small_dtensor_matmul(RankContext(rank, world_size, "cpu"), SizeExample(n))
     with open(os.path.join(workdir, f"rank{rank}.pkl"), "wb") as f:
         pickle.dump(result.tolist(), f)
     dist.destroy_process_group()
@@ -107,8 +108,9 @@ POOL_NOOP, BARE_NOOP, OVERHEAD = "pool: no-op body", "bare: no-op, in-process", 
 def measure(pools, ws, examples, spawn_examples, timed_body):
     from kdist_props.cluster import RankCrash, RankHang
     from kdist_props.properties import probes
+    from kdist_props.specs import SizeExample
 
-    ex, row = {"n": 8}, {}
+    ex, row = SizeExample(8), {}
     began = time.perf_counter()
     pools.get(ws)
     row["first pools.get (the first one starts the zygote)"] = time.perf_counter() - began
@@ -128,7 +130,7 @@ def measure(pools, ws, examples, spawn_examples, timed_body):
     reference, spawned = run(probes.small_dtensor_matmul)[0].tolist(), []
     for _ in range(spawn_examples):
         began = time.perf_counter()
-        results = spawn_example(ws, ex["n"])
+        results = spawn_example(ws, ex.n)
         spawned.append(time.perf_counter() - began)
         if any(r != reference for r in results):
             print(f"warning: spawned ranks at world size {ws} disagree with the pool", file=sys.stderr)

@@ -4,15 +4,22 @@ The plugin runs matching tests as strict xfails, so a Keras upgrade that fixes
 a known failure shows up as an unexpected pass instead of passing quietly.
 Entries that match no collected test are reported by the caller: a stale or
 misspelled entry would otherwise hide nothing and be noticed by no one.
+
+An entry selects tests by clause (or node id) and world size. Its optional
+`match`, a regular expression searched in each failure's reason line (the
+line the report prints), pins the known failure to its known cause: a test
+that fails for another reason is reported as `fail` with that reason, not as
+`known-failure` (see session.Session.record).
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_KEYS = {"clause", "test", "world_size", "reason"}
+_KEYS = {"clause", "test", "world_size", "reason", "match"}
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,7 @@ class KnownFailure:
     clause: str | None = None     # matches every test of this clause
     test: str | None = None       # a nodeid, or a nodeid without its [parameters]
     world_size: int | None = None  # None: every world size
+    match: str | None = None      # a regex every failure's reason line must contain; None: any reason
 
     def matches(self, nodeid: str, clause: str | None, world_size: int | None) -> bool:
         if self.world_size is not None and world_size != self.world_size:
@@ -28,6 +36,10 @@ class KnownFailure:
         if self.test is not None:
             return nodeid == self.test or nodeid.startswith(self.test + "[")
         return clause == self.clause
+
+    def explains(self, failure_reason: str) -> bool:
+        """Whether a failure with this reason line is the known one."""
+        return self.match is None or re.search(self.match, failure_reason) is not None
 
 
 @dataclass
@@ -91,5 +103,13 @@ def _entry(where: str, table: dict) -> KnownFailure:
     # bool is an int subclass; `world_size = true` is a typo, not a size.
     if world_size is not None and (type(world_size) is not int or world_size < 1):
         raise ValueError(f"{where}: 'world_size' must be a positive integer, got {world_size!r}")
+    match = table.get("match")
+    if match is not None:
+        if not isinstance(match, str) or not match:
+            raise ValueError(f"{where}: 'match' must be a non-empty string (a regular expression)")
+        try:
+            re.compile(match)
+        except re.error as exc:
+            raise ValueError(f"{where}: 'match' is not a valid regular expression: {exc}") from None
     return KnownFailure(reason=reason.strip(), clause=table.get("clause"),
-                        test=table.get("test"), world_size=world_size)
+                        test=table.get("test"), world_size=world_size, match=match)

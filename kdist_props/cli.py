@@ -1,10 +1,13 @@
-"""The `kdist-props` command: compare reports, run the mutation analysis."""
+"""The `kdist-props` command: compare reports, run the mutation analysis, time a leaky target."""
 
 import sys
 
 USAGE = """usage: kdist-props compare OLD.json NEW.json   regressions, fixes and support changes between two reports
        kdist-props mutants [--world-sizes 1,2,4] [--profile ci] [--mutants a,b]
-                                               reference + every mutant; prints the mutation score"""
+                                               reference + every mutant; prints the mutation score
+       kdist-props leaks [--world-sizes 1,2,4] [--profile ci]
+                                               reference vs a target that leaks process groups: wall-time
+                                               ratio and the most threads a rank held"""
 
 
 def main(argv=None):
@@ -21,6 +24,10 @@ def main(argv=None):
         from kdist_props.mutation import main as mutants_main
 
         return mutants_main(rest)
+    if command == "leaks":
+        from kdist_props.leaks import main as leaks_main
+
+        return leaks_main(rest)
     print(f"kdist-props: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 

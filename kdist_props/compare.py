@@ -1,7 +1,13 @@
 """Compare two capability reports (e.g. two Keras versions) status by status.
 
 A regression makes `kdist-props compare` exit 1, so an upgrade that breaks a
-clause fails CI even when the new report on its own looks plausible.
+clause fails CI even when the new report on its own looks plausible. A cell
+that stays `fail` but fails in a test that did not fail before is a
+regression too: a new bug must not hide behind an old one.
+
+`incompatible` (the suite could not drive the target) is never a verdict on
+the target: a cell that becomes incompatible, or stops being so, is printed
+in its own group and never counts as a regression or a fix.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ class Change:
     old_status: str | None  # None: the cell is only in the new report ("added")
     new_status: str | None  # None: the cell is only in the old report ("removed")
     reason: str | None      # the new cell's reason (the old one's when removed)
+    note: str | None = None   # what changed when the status did not
 
     def describe(self) -> str:
         *target, clause, world_size = self.key
         name = " ".join([*target, f"{clause} w{world_size}"])
-        if self.old_status is None:
+        if self.note:
+            text = f"{name}: {self.new_status}, {self.note}"
+        elif self.old_status is None:
             text = f"{name}: added ({self.new_status})"
         elif self.new_status is None:
             text = f"{name}: removed (was {self.old_status})"
@@ -40,6 +49,8 @@ class Comparison:
     fixes: list[Change] = field(default_factory=list)
     newly_unsupported: list[Change] = field(default_factory=list)
     newly_supported: list[Change] = field(default_factory=list)
+    newly_incompatible: list[Change] = field(default_factory=list)
+    no_longer_incompatible: list[Change] = field(default_factory=list)
     other_changes: list[Change] = field(default_factory=list)
 
     @property
@@ -59,6 +70,10 @@ def _cells(report: dict, with_target: bool) -> dict[tuple, dict]:
 
 def _group(old: str, new: str) -> str:
     """Which list a status change old -> new (old != new) belongs to."""
+    if new == "incompatible":
+        return "newly_incompatible"
+    if old == "incompatible":
+        return "no_longer_incompatible"
     if (old == "pass" and new in ("fail", "unexpected-pass", "not-run")) or \
             (old == "known-failure" and new == "fail"):
         return "regressions"
@@ -86,7 +101,34 @@ def compare(old: dict, new: dict) -> Comparison:
         elif before["status"] != after["status"]:
             change = Change(key, before["status"], after["status"], after["reason"])
             getattr(result, _group(before["status"], after["status"])).append(change)
+        elif after["status"] == "fail":
+            _compare_failures(result, key, before, after)
     return result
+
+
+def _failing_tests(cell: dict) -> dict[str, dict]:
+    """The first failure of each test of a cell, by test id (reports written
+    before cells kept every failure have only `reason`: no per-test view)."""
+    failing = {}
+    for failure in cell.get("failures", ()):
+        failing.setdefault(failure["test"], failure)
+    return failing
+
+
+def _compare_failures(result: Comparison, key: tuple, before: dict, after: dict) -> None:
+    """A cell that fails in both reports: new failing tests are a regression,
+    tests that stopped failing (while others still fail) are only printed."""
+    old, new = _failing_tests(before), _failing_tests(after)
+    if not old or not new:
+        return
+    added = [test for test in new if test not in old]
+    gone = [test for test in old if test not in new]
+    if added:
+        result.regressions.append(Change(key, "fail", "fail", new[added[0]]["reason"],
+                                         note=f"new failing test(s): {', '.join(added)}"))
+    if gone:
+        result.other_changes.append(Change(key, "fail", "fail", None,
+                                           note=f"no longer failing: {', '.join(gone)}"))
 
 
 def _describe_header(header: dict) -> str:
@@ -96,6 +138,8 @@ def _describe_header(header: dict) -> str:
 
 GROUPS = (("regressions", "Regressions"), ("fixes", "Fixes"),
           ("newly_unsupported", "Newly unsupported"), ("newly_supported", "Newly supported"),
+          ("newly_incompatible", "Newly incompatible (the suite cannot drive the target; not a verdict)"),
+          ("no_longer_incompatible", "No longer incompatible"),
           ("other_changes", "Other changes"))
 
 

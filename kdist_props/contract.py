@@ -15,8 +15,9 @@ CLAUSES = (
            "distribution's mesh: DataParallel replicates, ModelParallel uses the LayoutMap match, a preassigned layout wins"),
     Clause("layout.placements", "A", "mesh axis i named at tensor dim d gives Shard(d), else Replicate(); an unknown or "
            "repeated axis name is a ValueError naming it"),
-    Clause("variable.wrapping", "A", "distributing a variable of any dtype never raises; only float/complex become "
-           "nn.Parameter; requires_grad == trainable and float/complex; dtype and value kept"),
+    Clause("variable.wrapping", "A", "keras.Variable of any dtype and trainable flag, under a distribution or with a "
+           "layout, never raises; requires_grad == trainable and float/complex; a trainable float/complex value is an "
+           "nn.Parameter; dtype and value kept"),
     Clause("mesh.identity", "A", "the backend mesh of a DeviceMesh has its shape, axis names and rank layout on every "
            "rank, for any sequence of meshes created and discarded"),
     Clause("mesh.reuse", "A", "converting an equal mesh configuration again creates no new process group"),

@@ -2,7 +2,9 @@
 in one pytest session, then print which clause caught each mutant.
 
 The reference must pass every clause; each mutant must fail at least one of
-the clauses it declares it breaks (targets/mutants.py). The last line is
+the clauses it declares it breaks (targets/mutants.py). Only a `fail` cell
+catches a mutant: `incompatible` (the suite could not drive it) and
+`unsupported` say nothing about its bug. The last line is
 `mutation score: <caught>/<total>`.
 """
 
@@ -65,13 +67,21 @@ def score(results, mutant_names):
         catching = [c for c in failed if c["clause"] in mutant.breaks]
         caught += bool(catching)
         first = catching[0] if catching else None
+        # Every distinct failure is a counterexample; the first one is printed.
+        failures = (first.get("failures") or [{"example": first["first_failing_example"]}]) if first else []
         rows.append((
             name,
-            ", ".join(f"{c['clause']} w{c['world_size']}" for c in catching) or "NOT CAUGHT",
+            ", ".join(f"{c['clause']} w{c['world_size']}" + _more(c) for c in catching) or "NOT CAUGHT",
             str(first["examples_to_first_failure"]) if first and first["examples_to_first_failure"] else "-",
-            counterexample(first["first_failing_example"]) if first else "-",
+            counterexample(failures[0]["example"]) if failures else "-",
         ))
     return rows, caught
+
+
+def _more(cell):
+    """` (3 distinct failures)` when a cell failed in more than one way."""
+    count = len(cell.get("failures", ()))
+    return f" ({count} distinct failures)" if count > 1 else ""
 
 
 def main(argv=None):

@@ -8,7 +8,7 @@ import re
 
 import torch
 
-from kdist_props.specs import MODEL_PARALLEL
+from kdist_props.specs import MODEL_PARALLEL, BackendMesh
 
 
 def expected_placements(mesh, axes):
@@ -55,13 +55,12 @@ def expected_layout_map_axes(distribution, path, rank):
     return (None,) * rank
 
 
-def expected_backend_mesh(mesh, device_type):
-    return {
-        "shape": tuple(mesh.shape),
-        "dim_names": tuple(mesh.axis_names),
-        "ranks": torch.tensor(mesh.ranks).reshape(mesh.shape).tolist(),
-        "device_type": device_type,
-    }
+def expected_backend_mesh(config):
+    """The torch DeviceMesh of a Keras mesh configuration: the same shape, names
+    and rank layout, on the torch device type of Keras' ("gpu" is torch's "cuda")."""
+    mesh = config.mesh
+    device_type = {"gpu": "cuda"}.get(config.device_type, config.device_type)
+    return BackendMesh(tuple(mesh.shape), tuple(mesh.axis_names), tuple(mesh.ranks), device_type)
 
 
 def matmul_result_dtype(a, b):

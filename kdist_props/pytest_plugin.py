@@ -31,11 +31,19 @@ def pytest_addoption(parser):
                     help="folder of known-failure files <target>-<version>.toml")
     group.addoption("--kdist-mutant-scope", default="breaks", choices=("breaks", "all"),
                     help="run a mutant on the clauses it breaks only, or on every clause")
+    group.addoption("--kdist-budget", type=float, default=float(env("KDIST_BUDGET", "0")) or None,
+                    metavar="MINUTES", help="time-boxed fuzzing: run the properties round robin, a few examples "
+                                            "per turn, until MINUTES have passed (env KDIST_BUDGET)")
+    group.addoption("--kdist-torchrun", default=env("KDIST_TORCHRUN"), metavar="HOST:PORT",
+                    help="torchrun mode: listen on HOST:PORT for ranks started by `torchrun ... -m "
+                         "kdist_props.cluster.remote_rank --driver=HOST:PORT` (env KDIST_TORCHRUN; needs KDIST_AUTHKEY)")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "clause(id): the contract clause a property test checks")
     config.addinivalue_line("markers", "selftest: a test of the suite itself")
+    config.addinivalue_line("markers", "environment(id, workaround=...): a probe of torch itself, recorded in the "
+                                       "report's environment section")
     try:
         from kdist_props.session import Session
 
@@ -77,13 +85,27 @@ def _kdist_item(request):
     yield
 
 
+def pytest_runtestloop(session):
+    """--kdist-budget: turns of the tests, round robin, until the budget is spent."""
+    kdist = session.config.kdist
+    if not kdist.budget_s or session.config.option.collectonly:
+        return None
+    from kdist_props import budget
+
+    kdist.turns = budget.run_round_robin(session, kdist.budget_s, lambda item: kdist.item_case(item)[2],
+                                         kdist.profile)
+    return True
+
+
 def pytest_collection_modifyitems(session, config, items):
     config.kdist.apply_baselines(items)
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
 def pytest_runtest_call(item):
-    with item.config.kdist.hypothesis_statistics():
+    from kdist_props import repro
+
+    with item.config.kdist.hypothesis_statistics(), repro.recording(item):
         yield
 
 
@@ -105,4 +127,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if kdist is not None and kdist.summary:
         terminalreporter.section("kdist-props report")
         for line in kdist.summary:
+            terminalreporter.write_line(line)
+    if kdist is not None and kdist.recorded:
+        terminalreporter.section("kdist-props harness")
+        for line in kdist.harness_lines():
             terminalreporter.write_line(line)

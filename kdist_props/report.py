@@ -1,24 +1,47 @@
-"""The capability report: one status per (target, clause, world size).
+"""The capability report: one status per (target, clause, world size), and an
+environment section for bugs of torch itself.
 
 The pytest plugin records every test's outcome here; `build` folds them into
 cells and adds a "not-run" cell for every expected clause that no test
 covered, so a clause can never vanish from the report without a trace.
+Environment probes (tests marked `environment`) run on the pools with torch
+alone and are kept apart from every target's cells.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-OUTCOMES = ("passed", "failed", "skipped", "xfailed", "xpassed")
-STATUSES = ("pass", "fail", "unexpected-pass", "known-failure", "unsupported", "not-run")
+# "incompatible": the test ended with pytest.skip("incompatible: <what was found>")
+# (a target raised targets.base.Incompatible on a rank).
+OUTCOMES = ("passed", "failed", "skipped", "incompatible", "xfailed", "xpassed")
+STATUSES = ("pass", "fail", "unexpected-pass", "known-failure", "incompatible", "unsupported", "not-run")
 # Statuses a reader must look at; listed one per line by `summary_lines`.
-ATTENTION = ("fail", "unexpected-pass", "not-run")
+ATTENTION = ("fail", "unexpected-pass", "incompatible", "not-run")
 NOT_RUN_REASON = "no test ran for this clause"
 # A reason can hold a whole traceback; the Markdown keeps only its head.
 MD_REASON_LINES = 20
+
+# The parameter that gives an environment probe its world size (its fixture).
+ENVIRONMENT_PARAM = "kdist_environment"
+# Environment probes: what a probe's pytest outcome says about the torch bug it pins.
+ENVIRONMENT_STATUS = {"xfailed": "present", "passed": "absent", "skipped": "skipped", "failed": "error"}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One distinct failure of one test: its reason line and Hypothesis' shrunk
+    example. `examples_to_failure` is known only for a test that failed one way
+    (Hypothesis counts examples up to its first failure, not per failure)."""
+
+    test: str
+    reason: str
+    example: str | None = None
+    examples_to_failure: int | None = None
 
 
 @dataclass
@@ -27,7 +50,7 @@ class _Record:
     outcome: str
     examples: int
     reason: str | None
-    failing_example: str | None
+    failures: list[Failure] = field(default_factory=list)
     examples_to_failure: int | None = None
 
 
@@ -36,14 +59,46 @@ class ReportBuilder:
 
     def __init__(self) -> None:
         self._cells: dict[tuple[str, str, int], list[_Record]] = {}
+        self._environment: list[dict] = []
 
-    def record(self, *, target: str, clause: str, world_size: int, nodeid: str,
-               outcome: str, examples: int, reason: str | None = None,
-               failing_example: str | None = None, examples_to_failure: int | None = None) -> None:
+    def record(self, *, target: str, clause: str, world_size: int, nodeid: str, outcome: str, examples: int,
+               reason: str | None = None, failures: list[tuple[str, str | None]] = (),
+               examples_to_failure: int | None = None) -> None:
+        """One test's outcome. `reason`: the skip, incompatibility or baseline
+        reason; `failures`: (reason line, shrunk example) of every distinct
+        failure (failed and xfailed tests); `examples_to_failure`: examples the
+        test ran up to its first failure."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
-        record = _Record(nodeid, outcome, examples, reason, failing_example, examples_to_failure)
+        if outcome == "failed" and not failures:
+            failures = [(reason or "(no reason given)", None)]
+        to_failure = examples_to_failure if len(failures) == 1 else None
+        kept = [Failure(nodeid, why, example, to_failure) for why, example in failures]
+        if outcome == "failed" and reason is None:
+            reason = kept[0].reason
+        record = _Record(nodeid, outcome, examples, reason, kept, examples_to_failure)
         self._cells.setdefault((target, clause, world_size), []).append(record)
+
+    def record_environment(self, *, probe: str, world_size: int, test: str, outcome: str,
+                           reason: str | None = None, workaround: str | None = None) -> None:
+        """An environment probe's outcome: xfailed = the torch bug is present,
+        passed = absent (a fixed torch: the workaround can go), skipped, or
+        failed = the probe itself broke."""
+        status = ENVIRONMENT_STATUS.get(outcome)
+        if status is None:
+            raise ValueError(f"environment probe {probe}: unexpected outcome {outcome!r}")
+        if status == "absent":
+            reason = ("the torch bug no longer shows: remove the suite's workaround"
+                      + (f" ({workaround})" if workaround else ""))
+        self._environment.append({"id": probe, "world_size": world_size, "status": status, "test": test,
+                                  "detail": reason or "", "workaround": workaround})
+
+    def examples_per_clause(self) -> dict[str, int]:
+        """Examples the ranks ran for each clause, over every target, world size and test."""
+        counts: Counter = Counter()
+        for (_, clause, _), records in self._cells.items():
+            counts[clause] += sum(r.examples for r in records)
+        return dict(sorted(counts.items()))
 
     def build(self, header: dict, expected: list[tuple[str, int]], targets: list[str]) -> dict:
         # Every expected (clause, size) for every target gets a cell, run or not.
@@ -55,39 +110,157 @@ class ReportBuilder:
             entry = {"target": target, "clause": clause, "world_size": world_size}
             if records is None:
                 entry.update(status="not-run", examples=0, tests=[], reason=NOT_RUN_REASON,
-                             first_failing_example=None, examples_to_first_failure=None)
+                             first_failing_example=None, examples_to_first_failure=None,
+                             failures=[], incompatible=[])
             else:
                 entry.update(_aggregate(records))
             results.append(entry)
-        return {"header": dict(header), "results": results}
+        torch_version = header.get("torch_version")
+        environment = [{**probe, "torch_version": torch_version}
+                       for probe in sorted(self._environment, key=lambda p: (p["id"], p["world_size"]))]
+        return {"header": dict(header), "results": results, "environment": environment}
 
 
 def _aggregate(records: list[_Record]) -> dict:
-    """Fold one cell's test outcomes into a status (rules in order of severity)."""
+    """Fold one cell's test outcomes into a status: the first rule that applies.
+
+      fail             some test failed: the target broke the clause
+      unexpected-pass  some strict known failure passed (the baseline is out of date)
+      known-failure    some test failed as its baseline entry expects
+      incompatible     some test could not drive the target (never a verdict on it)
+      pass             some test passed, the others (if any) were skipped as unsupported
+      unsupported      every test was skipped (the target lacks a piece)
+
+    An incompatible test outranks a pass: part of the clause was never
+    checked, so the cell must not read `pass`. Whatever the status, the cell
+    keeps every distinct failure (`failures`: each with its test, reason and
+    shrunk example, known failures included) and every incompatibility
+    (`incompatible`: test and what was found), so one test's failure hides
+    neither another's failure nor a test the suite could not run. `reason` and
+    `first_failing_example` are those of the first failure (or of the rule that
+    decided the status), for readers of a single line.
+    """
     by_outcome: dict[str, list[_Record]] = {}
     for r in records:
         by_outcome.setdefault(r.outcome, []).append(r)
+    failures = [f for r in records if r.outcome in ("failed", "xfailed") for f in r.failures]
+    incompatible = [{"test": r.nodeid, "reason": r.reason} for r in by_outcome.get("incompatible", ())]
     reason = example = to_failure = None
     if "failed" in by_outcome:
         first = by_outcome["failed"][0]
-        status, reason, example = "fail", first.reason, first.failing_example
+        status, reason, example = "fail", first.reason, first.failures[0].example
         to_failure = first.examples_to_failure
     elif "xpassed" in by_outcome:
-        # A strict known failure that passed: the baseline is out of date.
         # `reason` is the baseline entry's reason.
         status = "unexpected-pass"
         reason = f"known failure no longer fails: {by_outcome['xpassed'][0].reason or '?'}"
     elif "xfailed" in by_outcome:
         first = by_outcome["xfailed"][0]
-        status, reason, example = "known-failure", first.reason, first.failing_example
+        status, reason = "known-failure", first.reason
+        example = first.failures[0].example if first.failures else None
+    elif incompatible:
+        status, reason = "incompatible", incompatible[0]["reason"]
     elif len(by_outcome.get("skipped", ())) == len(records):
         status, reason = "unsupported", records[0].reason
     else:
         status = "pass"
     return {"status": status, "examples": sum(r.examples for r in records),
             "tests": [r.nodeid for r in records], "reason": reason,
-            "first_failing_example": example, "examples_to_first_failure": to_failure}
+            "first_failing_example": example, "examples_to_first_failure": to_failure,
+            "failures": [asdict(f) for f in failures], "incompatible": incompatible}
 
+
+# -- reading pytest's failure text ---------------------------------------------
+
+# Python's exception-group rendering: "+-+---- 1 ----" opens the first member,
+# "+---- 2 ----" the next ones, "+------------" closes the group.
+_GROUP_OPEN = re.compile(r"^(?P<indent>\s*)\+-\+-+ \d+ -+\s*$")
+_CHAINED = ("During handling of the above exception, another exception occurred:",
+            "The above exception was the direct cause of the following exception:")
+_EXCEPTION_LINE = re.compile(r"^([\w.]+(Error|Exception|Crash|Hang|Desync|Limitation|Exit|Interrupt)|assert)\b")
+
+
+def failures_in(text: str) -> list[tuple[str, str | None]]:
+    """Every distinct failure in a pytest failure text, as (reason line, shrunk
+    example): one per member when Hypothesis raised an ExceptionGroup (several
+    distinct failures, `report_multiple_bugs`), else one."""
+    members = _group_members(text)
+    return [(failure_reason(m), falsifying_example(m)) for m in members] if members else \
+        [(failure_reason(text), falsifying_example(text))]
+
+
+def _group_members(text: str) -> list[str]:
+    """The members of the outermost exception group in `text`, each without its
+    `| ` framing (nested groups stay inside their member)."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if _GROUP_OPEN.match(line)), None)
+    if start is None:
+        return []
+    column = len(_GROUP_OPEN.match(lines[start]).group("indent")) + 2  # the member's "+" / "|"
+    members: list[list[str]] = [[]]
+    for line in lines[start + 1:]:
+        if line[:column].strip():
+            continue  # not framed at this depth
+        mark = line[column:column + 1]
+        if mark == "+":
+            if not re.search(r"\d", line):
+                break  # "+-----------": the group ends
+            members.append([])
+        elif mark == "|":
+            members[-1].append(line[column + 2:])
+    return ["\n".join(m) for m in members if any(s.strip() for s in m)]
+
+
+def failure_reason(text: str) -> str:
+    """The error or assertion line of a failure: pytest's `E ` lines when it
+    framed the exception itself, else the exception line of Python's own
+    traceback (the last of a chain), else the first line."""
+    error_lines = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+    for line in error_lines:
+        if _EXCEPTION_LINE.match(line):
+            return line
+    native = _native_exception_line(text.splitlines())
+    if native:
+        return native
+    return next((line.strip(" |+-") for line in text.splitlines() if line.strip(" |+-")), "")
+
+
+def _native_exception_line(lines: list[str]) -> str | None:
+    """In a Python traceback: the first unindented line after the frames of
+    the last traceback of the chain. Chains inside a rank's report (after
+    `--- rank N ---`) belong to the message, not to the failure."""
+    found, in_frames = None, False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last):"):
+            in_frames = found is None
+        elif in_frames and line.strip() and not line[0].isspace():
+            found, in_frames = line.strip(), False
+        elif found and line.strip() in _CHAINED:
+            found = None
+        elif found and line.startswith("--- rank"):
+            break
+    return found
+
+
+def falsifying_example(text: str) -> str | None:
+    """Hypothesis' shrunk example as it printed it: the failing call and its labelled draws."""
+    # pytest prefixes "E "; ExceptionGroups (several distinct failures) frame lines with "|".
+    lines = [re.sub(r"^(E )?(\s*\| )?", "", line) for line in text.splitlines()]
+    start = next((i for i, line in enumerate(lines)
+                  if line.lstrip().startswith(("Falsifying", "Failing test case"))), None)
+    if start is None:
+        return None
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    kept = []
+    for line in lines[start:]:
+        line = line[indent:] if not line[:indent].strip() else line.lstrip()
+        if not line.strip() or line.startswith(("You can reproduce", "@reproduce_failure", "Explanation:")):
+            break
+        kept.append(line.rstrip())
+    return "\n".join(kept)
+
+
+# -- output --------------------------------------------------------------------
 
 def write(report: dict, json_path, md_path) -> None:
     for path, text in ((json_path, json.dumps(report, indent=2) + "\n"),
@@ -111,6 +284,10 @@ def first_line(text: str | None) -> str:
     return text.strip().splitlines()[0] if text and text.strip() else ""
 
 
+def _code_block(text: str | None, empty: str = "(no reason given)") -> list[str]:
+    return ["```", *(text or empty).rstrip().splitlines()[:MD_REASON_LINES], "```"]
+
+
 def to_markdown(report: dict) -> str:
     lines = ["# kdist-props capability report", ""]
     lines += [f"- **{k}**: {v}" for k, v in report["header"].items()]
@@ -125,21 +302,48 @@ def to_markdown(report: dict) -> str:
             row = [_md_cell(cells.get((clause, w))) for w in sizes]
             lines.append(f"| `{clause}` | " + " | ".join(row) + " |")
     lines += ["", "## Failures", ""]
-    failures = [c for c in results if c["status"] not in ("pass", "unsupported")]
+    failures = [c for c in results if c["status"] not in ("pass", "unsupported", "incompatible")]
     for c in failures:
-        lines += [f"### {cell_label(c)}: {c['status']}", "", "```",
-                  *(c["reason"] or "(no reason given)").splitlines()[:MD_REASON_LINES], "```"]
-        if c["first_failing_example"]:
-            lines += ["", "First failing example:", "", "```",
-                      c["first_failing_example"].rstrip(), "```"]
-        lines.append("")
+        lines += _md_failure(c)
     if not failures:
         lines += ["None.", ""]
-    lines += ["## Unsupported", ""]
+    lines += ["## Incompatible (the suite could not drive the target; not a verdict on it)", ""]
+    incompatible = [(c, i) for c in results for i in c.get("incompatible", ())]
+    lines += [f"- {cell_label(c)}" + (f" (cell: {c['status']})" if c["status"] != "incompatible" else "")
+              + f", `{i['test']}`: {first_line(i['reason']) or '(nothing said)'}"
+              for c, i in incompatible] or ["None."]
+    lines += ["", "## Unsupported", ""]
     unsupported = [c for c in results if c["status"] == "unsupported"]
     lines += [f"- {cell_label(c)}: {first_line(c['reason']) or '(no reason given)'}"
               for c in unsupported] or ["None."]
+    lines += ["", "## Environment (bugs of torch itself, not of any target)", ""]
+    environment = report.get("environment", [])
+    if environment:
+        lines += ["| probe | world size | status | torch | detail |", "|---|---|---|---|---|"]
+        lines += [f"| `{p['id']}` | w{p['world_size']} | {p['status']} | {p['torch_version']} | "
+                  f"{first_line(p['detail']).replace('|', '/')} |" for p in environment]
+    else:
+        lines.append("No environment probe ran.")
     return "\n".join(lines) + "\n"
+
+
+def _md_failure(cell: dict) -> list[str]:
+    lines = [f"### {cell_label(cell)}: {cell['status']}", ""]
+    failures = cell.get("failures", [])
+    if cell["status"] != "fail" or not failures:
+        lines += [*_code_block(cell["reason"]), ""]
+    if failures:
+        heading = "distinct failure" if len(failures) == 1 else "distinct failures"
+        seen = " (as the baseline expects)" if cell["status"] == "known-failure" else ""
+        lines += [f"{len(failures)} {heading}{seen}:", ""]
+    for n, f in enumerate(failures, start=1):
+        after = f" (first failure after {f['examples_to_failure']} examples)" if f["examples_to_failure"] else ""
+        lines += [f"**{n}.** `{f['test']}`{after}", "", *_code_block(f["reason"]), ""]
+        if f["example"]:
+            lines += ["Shrunk example:", "", "```", f["example"].rstrip(), "```", ""]
+    for i in cell.get("incompatible", ()):
+        lines += [f"Also incompatible: `{i['test']}`: {first_line(i['reason'])}", ""]
+    return lines
 
 
 def _md_cell(cell: dict | None) -> str:
@@ -157,4 +361,26 @@ def summary_lines(report: dict) -> list[str]:
         if c["status"] in ATTENTION:
             reason = first_line(c["reason"])
             lines.append(f"  {c['status'].upper()} {cell_label(c)}" + (f": {reason}" if reason else ""))
+            if c["status"] == "fail":
+                # One line per further distinct failure: a second bug must not hide behind the first.
+                lines += [f"    also: {first_line(f['reason'])} ({f['test']})" for f in c["failures"][1:]]
+    lines += _environment_lines(report.get("environment", []))
+    return lines
+
+
+def _environment_lines(environment: list[dict]) -> list[str]:
+    lines = []
+    for probe in sorted({p["id"] for p in environment}):
+        runs = [p for p in environment if p["id"] == probe]
+        by_status = {s: [p for p in runs if p["status"] == s] for s in ("present", "absent", "error")}
+        sizes = {s: ", ".join(f"w{p['world_size']}" for p in ps) for s, ps in by_status.items()}
+        version = runs[0]["torch_version"]
+        if by_status["present"]:
+            lines.append(f"environment: torch bug {probe} present at {sizes['present']} (torch {version}); "
+                         "not counted against any target")
+        if by_status["absent"]:
+            lines.append(f"  ENVIRONMENT CHANGED: torch bug {probe} ABSENT at {sizes['absent']} "
+                         f"(torch {version}): {first_line(by_status['absent'][0]['detail'])}")
+        for p in by_status["error"]:
+            lines.append(f"  ENVIRONMENT PROBE ERROR {probe} w{p['world_size']}: {first_line(p['detail'])}")
     return lines

@@ -116,14 +116,338 @@ class TrainSpec:
 
 # == chapter: layout (layout.variable, layout.placements) ==
 
+@dataclass(frozen=True)
+class VariableLayoutExample:
+    """layout.variable: ask `distribution` for the layout of a variable of `variable`."""
+
+    distribution: DistributionSpec
+    variable: VariableSpec
+
+
+@dataclass(frozen=True)
+class LayoutObservation:
+    """What get_variable_layout returned: its type name, axes and mesh
+    ((shape, axis names, devices)); axes and mesh are None for a non-layout."""
+
+    type: str
+    axes: tuple = None
+    mesh: tuple = None
+
+
+@dataclass(frozen=True)
+class PlacementsExample:
+    """layout.placements: the torch placements of TensorLayout(axes, mesh)."""
+
+    mesh: MeshSpec
+    axes: tuple
+
+
+@dataclass(frozen=True)
+class PlacementsObservation:
+    """("S", dim) / ("R",) per mesh axis, or the message of the ValueError raised instead."""
+
+    placements: tuple = None
+    error: str = None
+
 # == chapter: variables (variable.wrapping, variable.scope, variable.read, variable.assign) ==
+
+@dataclass(frozen=True)
+class VariableExample:
+    """A standalone variable (`variable.preassigned`: an explicit layout, else the
+    distribution's) created under `distribution` from the values of `initial`."""
+
+    distribution: DistributionSpec
+    variable: VariableSpec
+    initial: TensorSpec
+
+
+@dataclass(frozen=True)
+class WrappingObservation:
+    """The torch facts of a Keras variable's value, or what creating it raised."""
+
+    error: str = None
+    is_parameter: bool = None  # an nn.Parameter, around the DTensor or inside it
+    requires_grad: bool = None
+    full: object = None  # torch tensor: the global value
+
+
+@dataclass(frozen=True)
+class ModelExample:
+    """variable.scope / variable.read: a model of `model` built under `distribution`."""
+
+    model: ModelSpec
+    distribution: DistributionSpec
+
+
+@dataclass(frozen=True)
+class StoredVariable:
+    """One variable: its layout axes, torch placements (None: not a DTensor), local shard and reads."""
+
+    axes: tuple
+    placements: tuple
+    local: object  # torch tensor
+    reads: tuple  # ((how, torch tensor), ...)
+
+
+@dataclass(frozen=True)
+class ModelStorageObservation:
+    """Every variable the target lists, in order, and what model.get_weights() gave."""
+
+    variables: tuple  # ((path, StoredVariable), ...)
+    weights: tuple  # torch tensors, as get_weights returned them
+
+
+@dataclass(frozen=True)
+class AssignExample:
+    """variable.assign: `how` the value of `value` (as `value_kind`) into the variable of `target`."""
+
+    target: VariableExample
+    value: TensorSpec
+    value_kind: str
+    how: str
+
+
+@dataclass(frozen=True)
+class AssignObservation:
+    layout_kept: bool
+    full: object  # torch tensor
 
 # == chapter: meshes (mesh.identity, mesh.reuse) ==
 
+@dataclass(frozen=True)
+class MeshConfig:
+    """Everything a backend mesh depends on: the mesh (shape, axis names, device
+    order) and the Keras type of its devices ("cpu" or "gpu"). A cache of
+    backend meshes is correct only if its key covers all of it."""
+
+    mesh: MeshSpec
+    device_type: str = "cpu"
+
+    def devices(self):
+        return self.mesh.devices(self.device_type)
+
+
+@dataclass(frozen=True)
+class MeshStep:
+    """mesh.identity, one step on the ranks' persistent meshes: `start` (no
+    mesh, a fresh target), `create` mesh `name` of `config`, `replace` mesh
+    `old` by mesh `name` of `config` at the freed mesh's address (so with its
+    id()), `drop` mesh `name`, `collect` (garbage), `convert` mesh `name`."""
+
+    op: str
+    name: str = None
+    config: MeshConfig = None
+    old: str = None
+
+
+@dataclass(frozen=True)
+class BackendMesh:
+    """A torch DeviceMesh: shape, dim names, global ranks in row-major order, device type."""
+
+    shape: tuple
+    dim_names: tuple
+    ranks: tuple
+    device_type: str
+
+
+@dataclass(frozen=True)
+class MeshStepObservation:
+    backend_mesh: BackendMesh = None  # convert: what the target gave
+    took_old_id: bool = None  # replace: whether the new mesh got the freed mesh's id() on this rank
+
+
+@dataclass(frozen=True)
+class MeshReuseExample:
+    """mesh.reuse: convert two distinct DeviceMesh objects of `config`, one after the other."""
+
+    config: MeshConfig
+
+
+@dataclass(frozen=True)
+class MeshReuseObservation:
+    new_groups: int  # process groups the second conversion created
+    same_mesh: bool  # both conversions describe the same backend mesh
+
 # == chapter: tensors (tensor.storage, data.input) ==
+
+@dataclass(frozen=True)
+class StorageExample:
+    """tensor.storage: distribute the values of `tensor` by TensorLayout(axes, mesh)."""
+
+    mesh: MeshSpec
+    tensor: TensorSpec
+    axes: tuple
+
+
+@dataclass(frozen=True)
+class StorageObservation:
+    is_dtensor: bool
+    placements: tuple  # ("S", dim) / ("R",) per mesh axis; None for a plain tensor
+    local: object  # torch tensor: this rank's shard
+    full: object  # torch tensor: the gathered whole
+
+
+@dataclass(frozen=True)
+class DataInputExample:
+    """data.input: every rank's own batch of `batch` (seeded by rank), sharded on `batch_dim_name`."""
+
+    mesh: MeshSpec
+    batch: TensorSpec
+    batch_dim_name: str
+
+
+@dataclass(frozen=True)
+class FullObservation:
+    """A result's global value (DTensors gathered) as a plain torch tensor."""
+
+    full: object
 
 # == chapter: ops (ops.matmul, ops.scope) ==
 
+@dataclass(frozen=True)
+class MatmulExample:
+    """ops.matmul: keras.ops.matmul(a, b), each operand plain or a DTensor on `mesh`."""
+
+    mesh: MeshSpec
+    kind: str
+    a: Operand
+    b: Operand
+
+
+@dataclass(frozen=True)
+class ScopeMatmulExample:
+    """ops.scope: keras.ops.matmul(x, first kernel) of a model built under `distribution`."""
+
+    model: ModelSpec
+    distribution: DistributionSpec
+    x: TensorSpec
+
+
+@dataclass(frozen=True)
+class VariableMatmulExample:
+    """ops.scope: keras.ops.matmul(x, variable) of a plain x and a standalone variable."""
+
+    target: VariableExample
+    x: TensorSpec
+
 # == chapter: training (train.equivalence, optimizer.iterations) ==
 
+@dataclass(frozen=True)
+class TrainExample:
+    """train.equivalence / optimizer.iterations: build the model of `train`, feed
+    this rank's batch through `train.entry` for `train.steps` steps."""
+
+    train: TrainSpec
+
+
+@dataclass(frozen=True)
+class IterationsObservation:
+    """The optimizer's `iterations` after training: dtype name, shape, trainable
+    flag, and its value (None unless it holds exactly one element)."""
+
+    dtype: str
+    shape: tuple
+    trainable: bool
+    value: int = None
+
+
+@dataclass(frozen=True)
+class TrainObservation:
+    """What one rank saw: the loss the entry point reported per step, every
+    variable's full value before and after training, and `iterations`."""
+
+    losses: tuple  # floats, one per step
+    initial: tuple  # ((path, torch tensor), ...) in the target's variable order
+    final: tuple  # ((path, torch tensor), ...)
+    iterations: IterationsObservation
+
+    def final_value(self, path):
+        return dict(self.final)[path]
+
+    def initial_value(self, path):
+        return dict(self.initial)[path]
+
 # == chapter: harness (run/reply messages, leak observations) ==
+
+SHUTDOWN = "shutdown"  # driver -> rank: leave (destroy the process group, then exit)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Driver -> every rank: run `body(ctx, example)`. `seq` numbers the runs of
+    one pool; the reply must carry it back."""
+
+    seq: int
+    body: object  # a module-level function, pickled by reference
+    example: object
+    target: str
+    stateful: bool = False  # keep ctx.state and the target from the previous run
+    clean_target: bool = False  # a fresh target instance and cleared Keras global state first
+
+
+@dataclass(frozen=True)
+class RankUsage:
+    """What a rank holds after a run: OS threads and live torch process groups
+    (gloo keeps ~3 threads per group, so a target that leaks groups shows here)."""
+
+    threads: int
+    process_groups: int
+
+
+@dataclass(frozen=True)
+class RunReply:
+    """Rank -> driver: the observation (ok) or the traceback text (not ok)."""
+
+    seq: int
+    rank: int
+    ok: bool
+    value: object
+    usage: RankUsage = None
+
+
+@dataclass(frozen=True)
+class CollectiveProbe:
+    """A harness probe: does the communication backend itself refuse
+    `collective` on a tensor of `dtype` (a torch dtype name)?"""
+
+    collective: str
+    dtype: str
+
+
+@dataclass(frozen=True)
+class FaultExample:
+    """probes.fault: misbehave on `rank` as `kind` says; the others return `value`."""
+
+    kind: str
+    rank: int
+    value: int = 0
+
+
+@dataclass(frozen=True)
+class SizeExample:
+    """An example that is only a size (probes.small_dtensor_matmul, shrinking selftests)."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class RankIdentity:
+    rank: int
+    world_size: int
+    pid: int
+
+# == chapter: environment (bugs of torch itself, probed without a target) ==
+
+@dataclass(frozen=True)
+class PermutedGatherExample:
+    """The values of `tensor` sharded on dim 0 over the 1-D `mesh`, whose ranks
+    are not in rank order, then gathered back with full_tensor()."""
+
+    mesh: MeshSpec
+    tensor: TensorSpec
+
+
+@dataclass(frozen=True)
+class GatherObservation:
+    local: object  # torch tensor: this rank's shard
+    full: object  # torch tensor: what full_tensor() gathered

@@ -3,16 +3,39 @@
 Initial weights and data come from seeds, so every rank and the oracle start
 from the same values. The optimizers follow Keras' update rules (Keras' Adam
 adds epsilon to sqrt(v), not to sqrt(v_hat) as torch's does).
+
+`train` is the oracle: the exact training run (float64) together with a bound
+on how far a float32 implementation of it may land, for each loss and each
+weight entry (see error_bounds.py). The bound is computed from the run itself:
+a well-conditioned entry gets a tolerance of a few ulps, an ill-conditioned
+one (an Adam step on a gradient that rounding can flip) as much as rounding
+can really move it, and never more.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from kdist_props import error_bounds as eb
 from kdist_props.values import make_values
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 ACTIVATIONS = {"linear": lambda x: x, "relu": torch.relu, "tanh": torch.tanh}
+
+# A mean's gradient is 2 (p - y) times 1/n, and n reaches it in stages: Keras'
+# mean squared error averages over the output axis, then over the batch, and
+# DataParallel divides by the world size once more. Three rounded factors and
+# three rounded products: at most 6 roundings per term.
+MEAN_ROUNDINGS = 6
+# Keras' Adam step (keras/src/optimizers/adam.py, and torch_adam.py, its
+# torch form) in float32, apart from alpha: m += (g - m) * (1 - beta_1) is 4
+# rounded operations (the constant included), v += (g^2 - v) * (1 - beta_2) is
+# 5, and m * alpha / (sqrt(v) + epsilon) is 5 (epsilon included). Each
+# multiplies the update by at most (1 + u): relative error gamma(14).
+ADAM_ROUNDINGS = 14
+# SGD: w - lr * g, the product rounded once (the subtraction is counted by eb.sub).
+SGD_ROUNDINGS = 1
 
 
 def initial_weights(model):
@@ -77,26 +100,103 @@ class Optimizer:
             self.moments[path] = (m, v)
 
 
+@dataclass(frozen=True)
+class ExpectedTraining:
+    """The oracle's answer: per step the loss, per path the final weights, each an eb.Bounded."""
+
+    losses: tuple
+    weights: dict
+    initial: dict
+
+    def surely_moved(self, path):
+        """Does the exact run move this variable by more than rounding could explain?"""
+        final = self.weights[path]
+        return bool(((final.value - self.initial[path].double()).abs() > final.error).any())
+
+
 def train(spec):
-    """(losses per step, final weights) of single-process training on the global batch."""
-    weights = initial_weights(spec.model)
-    x, y = global_batch(spec)
-    optimizer = Optimizer(spec.optimizer, spec.learning_rate)
+    """Single-process training on the global batch, exact, with float32 error bounds."""
+    if spec.optimizer == "adam" and spec.steps > 1:
+        # After a first step that rounding could flip (|g| within its error bound
+        # of 0), a weight is uncertain by ~lr, and every later gradient with it:
+        # the bound stays sound but too wide to see an averaging bug.
+        raise ValueError("the oracle bounds one Adam step only")
+    initial = initial_weights(spec.model)
+    weights = {path: eb.exact(w) for path, w in initial.items()}
+    x, y = (eb.exact(t) for t in global_batch(spec))
     losses = []
     for _ in range(spec.steps):
-        params = {p: w.detach().requires_grad_(True) for p, w in weights.items()}
-        loss = mse(forward(spec.model, params, x), y)
-        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
-        losses.append(loss.item())
-        weights = {p: w.detach() for p, w in params.items()}
-        optimizer.step(weights, grads)
-    return losses, weights
+        loss, grads = loss_and_gradients(spec.model, weights, x, y)
+        losses.append(loss)
+        weights = {path: eb.sub(w, update(spec, grads[path])) for path, w in weights.items()}
+    return ExpectedTraining(tuple(losses), weights, initial)
 
 
-def training_tolerance(spec):
-    """(rtol, atol) for losses and weights after training: each step is two
-    passes of dot products of at most max(widths) terms per layer, each term
-    adding up to one ulp; errors grow with depth and steps."""
-    eps = torch.finfo(getattr(torch, spec.model.dtype)).eps
-    terms = max(spec.model.widths) * len(spec.model.activations) * 2 * spec.steps
-    return 8 * eps * terms, 8 * eps * terms
+def update(spec, grad):
+    """What the optimizer subtracts from a weight, bounded over the gradient's error interval."""
+    if spec.optimizer == "sgd":
+        return eb.scale(grad, spec.learning_rate, SGD_ROUNDINGS)
+    # Adam's first step is lr * g / (|g| + eps') with eps' = epsilon / sqrt(1 - beta_2)
+    # (m = (1 - beta_1) g, v = (1 - beta_2) g^2): increasing in g, so over the
+    # gradient's interval it ranges between its values at the two ends. Near
+    # g = 0 its slope is lr / eps' (~3e5 lr): this is where rounding noise
+    # becomes a step of order lr, and the bound says so.
+    eps = ADAM_EPSILON / math.sqrt(1 - ADAM_BETA_2)
+
+    def step(g):
+        return spec.learning_rate * g / (g.abs() + eps)
+
+    value, low, high = step(grad.value), step(grad.value - grad.error), step(grad.value + grad.error)
+    spread = torch.maximum(high - value, value - low)
+    relative = eb.gamma(ADAM_ROUNDINGS) + adam_alpha_error(1)
+    return eb.Bounded(value, spread + relative * torch.maximum(low.abs(), high.abs()))
+
+
+def adam_alpha_error(t):
+    """Relative error of Keras' float32 alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t).
+    Keras takes beta^t as ops.power(float32(beta), t): beta rounded (u), raised to
+    t (t u), the power itself within one ulp (2 u); then 1 - beta^t cancels, which
+    multiplies that error by beta^t / (1 - beta^t) (999 for beta_2 = 0.999 at t = 1),
+    and rounds once more (u). The square root halves a relative error; the
+    square root, product and quotient add 3 u."""
+    def one_minus_power(beta):
+        return (t + 2) * eb.U * beta**t / (1 - beta**t) + eb.U
+
+    return one_minus_power(ADAM_BETA_1) + one_minus_power(ADAM_BETA_2) / 2 + 3 * eb.U
+
+
+DERIVATIVES = {
+    "linear": (lambda z: z, lambda z, out: eb.identity_derivative(z)),
+    "relu": (eb.relu, lambda z, out: eb.relu_derivative(z)),
+    "tanh": (eb.tanh, lambda z, out: eb.tanh_derivative(out)),
+}
+
+
+def loss_and_gradients(model, weights, x, y):
+    """Mean squared error and its gradient for every weight: one forward and one
+    backward pass, as autograd does them, on bounded values."""
+    inputs, pre_activations, outputs = [], [], []
+    h = x
+    for i, activation in enumerate(model.activations):
+        inputs.append(h)
+        z = eb.matmul(h, weights[f"d{i}/kernel"])
+        if model.biases[i]:
+            z = eb.add(z, broadcast_rows(weights[f"d{i}/bias"], z))
+        h = DERIVATIVES[activation][0](z)
+        pre_activations.append(z)
+        outputs.append(h)
+    diff = eb.sub(h, y)
+    loss = eb.mean(eb.mul(diff, diff), MEAN_ROUNDINGS)
+    delta = eb.scale(diff, 2 / diff.value.numel(), MEAN_ROUNDINGS)
+    grads = {}
+    for i in reversed(range(len(model.activations))):
+        delta = eb.mul(delta, DERIVATIVES[model.activations[i]][1](pre_activations[i], outputs[i]))
+        grads[f"d{i}/kernel"] = eb.matmul(inputs[i].T, delta)
+        if model.biases[i]:
+            grads[f"d{i}/bias"] = eb.column_sums(delta)
+        delta = eb.matmul(delta, weights[f"d{i}/kernel"].T)
+    return loss, grads
+
+
+def broadcast_rows(bias, like):
+    return eb.Bounded(bias.value.expand_as(like.value), bias.error.expand_as(like.error))

@@ -21,7 +21,9 @@ import threading
 import time
 
 from kdist_props.cluster.agreement import disagreeing_ranks
-from kdist_props.cluster.errors import BackendLimitation, RankCrash, RankDesync, RankError, RankHang
+from kdist_props.cluster.errors import (BackendLimitation, ProtocolError, RankCrash, RankDesync, RankError,
+                                        RankFailure, RankHang, backend_refusal, check_observation_types)
+from kdist_props.specs import SHUTDOWN, RankUsage, RunReply, RunRequest
 
 # After one rank raised, how long the others get to finish before the pool is
 # declared stuck (they may be waiting in a collective the failed rank skipped).
@@ -104,6 +106,9 @@ class Pool:
         self.startup_s = None
         self._seq = 0
         self._workdir = None
+        self.usage = {}  # rank -> RankUsage after its last run
+        self.fresh = None  # the most any rank held right after start-up
+        self.max_threads = 0  # the most threads any rank held after a run
 
     # -- lifecycle -------------------------------------------------------
 
@@ -157,6 +162,9 @@ class Pool:
                 f"pool of {self.world_size} failed to join its process group",
                 self._log_tails(),
             )
+        self.usage = {r: reply[2] for r, reply in replies.items()}
+        self.fresh = self.leaked()
+        self.max_threads = self.fresh.threads
 
     def _recv_by(self, conn, deadline):
         while not conn.poll(0.2):
@@ -177,7 +185,7 @@ class Pool:
         if not self.broken:
             for conn in self.conns.values():
                 try:
-                    conn.send_bytes(pickle.dumps(("shutdown",)))
+                    conn.send_bytes(pickle.dumps(SHUTDOWN))
                 except OSError:
                     pass
             deadline = time.monotonic() + SHUTDOWN_GRACE_S
@@ -207,33 +215,81 @@ class Pool:
 
     # -- dispatch --------------------------------------------------------
 
-    def run(self, body, example, *, target, deadline_s, stateful=False, agree=False):
+    def run(self, body, example, *, target, deadline_s, stateful=False, starts_state=False, agree=False,
+            clean_target=False, deadline_name="--kdist-deadline"):
         """Run `body(ctx, example)` on every rank; return the observations by rank.
 
-        Raises RankError, RankHang, RankCrash or RankDesync; after a hang or a
-        crash this pool is dead and the manager gives the next example a new one.
+        stateful: keep the rank state (ctx.state, the target) of the previous
+        run; starts_state: the first step of a stateful program, whose rank
+        state starts empty; clean_target: a fresh target instance and Keras
+        global state cleared first (the first example of a test).
+
+        Raises RankError, RankHang, RankCrash, RankDesync or BackendLimitation,
+        and ObservationTypeError (in the driver) when a body returns something
+        other than its return annotation; after a hang or a crash this pool is
+        dead and the manager gives the next example a new one.
         """
         if self.broken:
             raise RuntimeError("this pool is dead; ask the PoolManager for a fresh one")
         self._seq += 1
-        message = pickle.dumps(("run", self._seq, body, example, target, stateful), protocol=pickle.HIGHEST_PROTOCOL)
+        request = RunRequest(self._seq, body, example, target, stateful and not starts_state, clean_target)
+        # The sequence number travels outside the request, so that a rank that
+        # cannot unpickle the request (a body it cannot import) still answers it.
+        message = pickle.dumps((request.seq, pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)),
+                               protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            return self._dispatch(message, deadline_s, agree)
+            observations = self._dispatch(message, request, deadline_s, deadline_name)
         except (RankError, RankDesync):
             raise  # every rank answered: the pool is still in step
         except BaseException:
-            # A hang, a crash, Ctrl-C: the ranks are in an unknown state.
+            # A hang, a crash, Ctrl-C, a garbled reply: the ranks are in an unknown state.
             self.kill()
             raise
+        check_observation_types(body, observations)
+        if agree:
+            differing = disagreeing_ranks(observations)
+            if differing:
+                raise RankDesync(
+                    f"ranks disagree: rank(s) {differing} returned something other than rank 0",
+                    {r: repr(obs) for r, obs in enumerate(observations)},
+                )
+        return observations
 
-    def _dispatch(self, message, deadline_s, agree):
+    def leaked(self):
+        """The most threads and process groups any rank held after its last run."""
+        return RankUsage(max(u.threads for u in self.usage.values()),
+                         max(u.process_groups for u in self.usage.values()))
+
+    def has_grown(self):
+        """Whether some rank holds more threads or groups than right after start-up."""
+        now = self.leaked()
+        return now.threads > self.fresh.threads or now.process_groups > self.fresh.process_groups
+
+    def holds_too_much(self):
+        """Whether some rank holds enough leaked threads or groups to be replaced (see PoolManager)."""
+        now = self.leaked()
+        return now.threads > REPLACE_ABOVE_THREADS or now.process_groups > REPLACE_ABOVE_GROUPS
+
+    def _dispatch(self, message, request, deadline_s, deadline_name):
         for conn in self.conns.values():
             try:
                 conn.send_bytes(message)
             except OSError:
                 pass  # a dead rank: its sentinel says so below
         replies, dead, pending = self._collect(range(self.world_size), time.monotonic() + deadline_s)
-        errors = {r: reply[2] for r, reply in replies.items() if reply[0] == "error"}
+        wrong = {r: reply for r, reply in replies.items()
+                 if not isinstance(reply, RunReply) or reply.seq != request.seq or reply.rank != r}
+        if wrong:
+            raise ProtocolError(
+                f"rank(s) {sorted(wrong)} answered run {request.seq} with another message (protocol error)",
+                {r: f"expected RunReply(seq={request.seq}, rank={r}, ...), got {reply!r:.500}"
+                 for r, reply in wrong.items()},
+            )
+        for r, reply in replies.items():
+            if reply.usage is not None:
+                self.usage[r] = reply.usage
+                self.max_threads = max(self.max_threads, reply.usage.threads)
+        errors = {r: reply.value for r, reply in replies.items() if not reply.ok}
         if dead:
             details = self._death_reports(dead)
             details.update({r: tb for r, tb in errors.items()})
@@ -251,21 +307,29 @@ class Pool:
                 )
             raise RankHang(
                 f"rank(s) {sorted(pending)} of {self.world_size} gave no reply within the "
-                f"{deadline_s:g} s dispatch deadline (--kdist-deadline); pool killed",
+                f"{deadline_s:g} s dispatch deadline ({deadline_name}); pool killed",
                 details,
             )
         if errors:
-            cls = BackendLimitation if BackendLimitation.matches(errors.values()) else RankError
-            raise cls(f"rank(s) {sorted(errors)} of {self.world_size} raised", errors)
-        observations = [replies[r][2] for r in range(self.world_size)]
-        if agree:
-            differing = disagreeing_ranks(observations)
-            if differing:
-                raise RankDesync(
-                    f"ranks disagree: rank(s) {differing} returned something other than rank 0",
-                    {r: repr(obs) for r, obs in enumerate(observations)},
-                )
-        return observations
+            summary = f"rank(s) {sorted(errors)} of {self.world_size} raised"
+            for refusal in backend_refusal(errors.values(), request.example) or ():
+                if self._backend_refuses(refusal, request.target, deadline_s):
+                    raise BackendLimitation(f"{summary}; the backend itself refuses {refusal.collective} of "
+                                            f"{refusal.dtype} (harness probe)", errors)
+            raise RankError(summary, errors)
+        return [replies[r].value for r in range(self.world_size)]
+
+    def _backend_refuses(self, refusal, target, deadline_s):
+        """Run the same collective with the same dtype as a harness probe on
+        this pool: the backend is at fault only if the probe fails the same way."""
+        from kdist_props.properties import probes
+
+        try:
+            outcomes = self.run(probes.backend_collective, refusal, target=target, deadline_s=deadline_s,
+                                stateful=True)
+        except RankFailure:
+            return False  # the probe itself broke (a dead pool is replaced for the next example): nothing proven
+        return all(outcome is not None and refusal.same_as(outcome) for outcome in outcomes)
 
     def _collect(self, ranks, deadline):
         """Wait for one reply from each of `ranks` until `deadline` (cut short
@@ -277,7 +341,8 @@ class Pool:
         replies, dead, pending = {}, {}, set(ranks)
         failed = False
         while pending:
-            if not failed and (dead or any(reply[0] == "error" for reply in replies.values())):
+            if not failed and (dead or any(isinstance(reply, RunReply) and not reply.ok
+                                           for reply in replies.values())):
                 # The others may wait forever in a collective the failed rank skipped.
                 failed = True
                 deadline = min(deadline, time.monotonic() + ERROR_GRACE_S)
@@ -356,8 +421,22 @@ def describe_exit(code):
     return f"exited with code {code}"
 
 
+# When a pool is replaced because its ranks pile up what targets leak. A fresh
+# rank holds 5 threads and 1 process group (the world); gloo adds 3 threads per
+# group it keeps. The pool is replaced, wherever a run may start from scratch,
+# once a rank holds more than REPLACE_ABOVE_THREADS threads or
+# REPLACE_ABOVE_GROUPS groups: one example (or one stateful program, which is
+# never cut) may then leak (64 - 32) / 3 = 10 more groups before any rank holds
+# THREAD_CEILING threads. A replacement costs a fork (~25 ms at 2 ranks); a
+# rank with hundreds of idle gloo threads slows every example down.
+REPLACE_ABOVE_THREADS = 32
+REPLACE_ABOVE_GROUPS = 10
+THREAD_CEILING = 64
+
+
 class PoolManager:
-    """One live pool per world size for the whole session; replaces dead ones."""
+    """One live pool per world size for the whole session; replaces dead ones,
+    and, when asked, ones whose ranks have piled up leaked groups and threads."""
 
     def __init__(self, *, device="cpu", startup_timeout_s=120.0):
         self.zygote = None
@@ -365,26 +444,52 @@ class PoolManager:
         self.startup_timeout_s = startup_timeout_s
         self.pools = {}
         self.respawns = []  # start-up seconds of pools that replaced a dead one
+        self.replacements = {}  # world size -> pools replaced because of what they held
+        self._retired_max_threads = 0
         atexit.register(self.close_all)
 
-    def get(self, world_size):
+    def get(self, world_size, *, replace_if=None):
+        """The live pool of `world_size`. `replace_if(pool)`, when given, may
+        ask for a fresh one (the caller knows no rank state must survive)."""
         pool = self.pools.get(world_size)
         if pool is not None and not pool.broken:
-            return pool
-        replacing = pool is not None
-        if pool is not None:
-            pool.close()
+            if replace_if is None or not replace_if(pool):
+                return pool
+            self.replacements[world_size] = self.replacements.get(world_size, 0) + 1
+            # Killed, not shut down in order: its ranks hold nothing anyone needs,
+            # and destroying what a leaky target left costs more than the fork.
+            self._retire(pool, orderly=False)
+            return self._start(world_size)
+        replacing_dead = pool is not None
+        if replacing_dead:
+            self._retire(pool)
+        pool = self._start(world_size)
+        if replacing_dead:
+            self.respawns.append(pool.startup_s)
+        return pool
+
+    def _start(self, world_size):
         if self.zygote is None:
             self.zygote = Zygote()
         pool = Pool(self.zygote, world_size, device=self.device, startup_timeout_s=self.startup_timeout_s).start()
         self.pools[world_size] = pool
-        if replacing:
-            self.respawns.append(pool.startup_s)
         return pool
+
+    def _retire(self, pool, orderly=True):
+        self._retired_max_threads = max(self._retired_max_threads, pool.max_threads)
+        if orderly:
+            pool.close()
+        else:
+            pool.kill()
+
+    @property
+    def max_threads(self):
+        """The most threads any rank of any pool of this manager held after a run."""
+        return max([self._retired_max_threads, *(pool.max_threads for pool in self.pools.values())])
 
     def close_all(self):
         for pool in self.pools.values():
-            pool.close()
+            self._retire(pool)
         self.pools = {}
         if self.zygote is not None:
             self.zygote.close()

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from kdist_props import targets
+from kdist_props.specs import SHUTDOWN, RankUsage, RunReply
 
 _PR_SET_PDEATHSIG = 1
 
@@ -43,6 +44,17 @@ class RankContext:
     def fresh_target(self):
         """A new instance of the current target: no cache left from earlier examples."""
         self.target = targets.load(self._target_name, fresh=True)
+
+    def clean_target(self):
+        """A fresh target and a Keras with no global state (the start of a test):
+        Keras keeps caches in keras.src.backend.common.global_state, which
+        clear_session replaces wholesale. The process groups are torch's and
+        survive it."""
+        import keras
+
+        keras.backend.clear_session()
+        if self._target_name is not None:
+            self.fresh_target()
 
     def reset(self):
         """Forget per-example state: the body's state and Keras' global distribution."""
@@ -97,7 +109,7 @@ def rank_main(rank, world_size, address, workdir, device, pg_timeout_s, parent_p
     # collections during examples (and gc.collect in bodies) stay cheap. The
     # zygote already collected and froze the imports; this adds the process group.
     gc.freeze()
-    send(conn, ("ready", rank))
+    send(conn, ("ready", rank, usage()))
     serve(conn, RankContext(rank, world_size, device))
 
 
@@ -118,22 +130,35 @@ def serve(conn, ctx):
             data = conn.recv_bytes()
         except EOFError:  # the driver is gone
             shutdown(0)
-        seq, stateful = None, False
+        envelope = pickle.loads(data)  # (seq, pickled RunRequest), or SHUTDOWN
+        if envelope == SHUTDOWN:
+            shutdown(0)
+        seq, payload = envelope
         try:
-            message = pickle.loads(data)  # may name a body this rank cannot import
-            if message[0] == "shutdown":
-                shutdown(0)
-            _, seq, body, example, target_name, stateful = message
-            ctx.select_target(target_name)
-            if not stateful:
+            request = pickle.loads(payload)  # may name a body this rank cannot import
+            ctx.select_target(request.target)
+            if request.clean_target:
+                ctx.clean_target()
+            if not request.stateful:
                 ctx.reset()  # before, not after: a stateful run may have stopped halfway
-            reply = ("ok", seq, body(ctx, example))
+            reply = RunReply(seq, ctx.rank, True, request.body(ctx, request.example), usage())
         except BaseException:  # a body may even raise SystemExit; report it
-            reply = ("error", seq, traceback.format_exc())
+            reply = RunReply(seq, ctx.rank, False, traceback.format_exc(), usage())
         try:
             send(conn, reply)
         except Exception:  # an unpicklable observation is the body's fault
-            send(conn, ("error", seq, "observation could not be sent:\n" + traceback.format_exc()))
+            send(conn, RunReply(seq, ctx.rank, False, "observation could not be sent:\n" + traceback.format_exc(),
+                                usage()))
+
+
+def usage():
+    """Threads and process groups this rank holds now. Groups are never freed
+    by the examples that leak them, so the count after a run is also the most
+    the run held."""
+    # OS threads, not threading.active_count(): gloo's threads are C++ threads.
+    threads = len(os.listdir("/proc/self/task"))
+    # torch has no public count of live process groups; pg_map is the registry.
+    return RankUsage(threads, len(dist.distributed_c10d._world.pg_map))
 
 
 def shutdown(code):

@@ -17,7 +17,11 @@ import signal
 import struct
 import sys
 
-PRELOAD = ["torch", "torch.distributed", "torch.distributed.tensor", "keras", "kdist_props.cluster.rank"]
+# Everything a rank imports to run a body on a target, imported once here: a
+# pool replaced because a target leaked (cluster/pool.py) then starts warm.
+PRELOAD = ["torch", "torch.distributed", "torch.distributed.tensor", "keras", "kdist_props.cluster.rank",
+           "kdist_props.targets.keras", "kdist_props.targets.mutants", "kdist_props.properties.tier_a",
+           "kdist_props.properties.tier_b", "kdist_props.properties.training", "kdist_props.properties.meshes"]
 
 
 def read_message(stream):

@@ -6,6 +6,8 @@ import keras
 import torch
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
+from kdist_props.specs import LayoutObservation
+from kdist_props.gathers import full_tensor
 from kdist_props.torch_mesh import build_mesh
 from kdist_props.values import is_float_or_complex, tensor_from
 
@@ -13,13 +15,8 @@ def device_type(ctx):
     return "gpu" if ctx.device == "cuda" else "cpu"
 
 
-def keras_mesh_args(ctx, spec):
-    return tuple(spec.shape), list(spec.axis_names), spec.devices(device_type(ctx))
-
-
-def keras_mesh(ctx, spec, args=None):
-    shape, axis_names, devices = args or keras_mesh_args(ctx, spec)
-    return keras.distribution.DeviceMesh(shape, axis_names, devices=devices)
+def keras_mesh(ctx, spec):
+    return keras.distribution.DeviceMesh(tuple(spec.shape), list(spec.axis_names), devices=spec.devices(device_type(ctx)))
 
 
 def keras_layout(axes, mesh):
@@ -53,10 +50,8 @@ def harness_dtensor(ctx, mesh_spec, operand):
 
 
 def full_value(x):
-    """The global value as a plain CPU tensor (DTensors gathered)."""
-    if isinstance(x, DTensor):
-        x = x.full_tensor()
-    return x.detach().cpu()
+    """The global value as a plain CPU tensor (DTensors gathered, whatever their dtype)."""
+    return full_tensor(x).detach().cpu()
 
 
 def local_value(x):
@@ -76,20 +71,11 @@ def describe_placements(placements):
 
 
 def describe_layout(layout):
-    if layout is None:
-        return None
+    """A Keras TensorLayout as plain data (anything else: only its type name)."""
+    if not isinstance(layout, keras.distribution.TensorLayout):
+        return LayoutObservation(type(layout).__name__)
     mesh = layout.device_mesh
-    return {
-        "type": type(layout).__name__,
-        "axes": tuple(layout.axes),
-        "mesh": None if mesh is None else (tuple(mesh.shape), tuple(mesh.axis_names), tuple(mesh.devices.flatten().tolist())),
-    }
-
-
-def describe_backend_mesh(mesh):
-    return {
-        "shape": tuple(mesh.mesh.shape),
-        "dim_names": tuple(mesh.mesh_dim_names or ()),
-        "ranks": mesh.mesh.tolist(),
-        "device_type": mesh.device_type,
-    }
+    described_mesh = None
+    if mesh is not None:
+        described_mesh = (tuple(mesh.shape), tuple(mesh.axis_names), tuple(mesh.devices.flatten().tolist()))
+    return LayoutObservation(type(layout).__name__, tuple(layout.axes), described_mesh)

@@ -13,64 +13,92 @@ from kdist_props.properties.build import (
     keras_variable,
     local_value,
 )
+from kdist_props.specs import (
+    DataInputExample,
+    FullObservation,
+    LayoutObservation,
+    MatmulExample,
+    PlacementsExample,
+    PlacementsObservation,
+    StorageExample,
+    StorageObservation,
+    VariableExample,
+    VariableLayoutExample,
+    WrappingObservation,
+)
+from kdist_props.targets.base import Incompatible, Unsupported
 from kdist_props.values import local_batch, tensor_from
 
 
-def variable_layout(ctx, ex):
+def variable_layout(ctx, ex: VariableLayoutExample) -> LayoutObservation:
     """layout.variable: the layout a distribution gives a variable."""
-    mesh = keras_mesh(ctx, ex["distribution"].mesh)
-    distribution = ctx.target.make_distribution(ex["distribution"], mesh)
-    variable = keras_variable(ex["variable"])
-    if ex["variable"].preassigned is not None:
-        variable._layout = keras_layout(ex["variable"].preassigned, mesh)
+    mesh = keras_mesh(ctx, ex.distribution.mesh)
+    distribution = ctx.target.make_distribution(ex.distribution, mesh)
+    variable = keras_variable(ex.variable)
+    if ex.variable.preassigned is not None:
+        variable._layout = keras_layout(ex.variable.preassigned, mesh)
     return describe_layout(ctx.target.variable_layout(distribution, variable))
 
 
-def layout_placements(ctx, ex):
+def layout_placements(ctx, ex: PlacementsExample) -> PlacementsObservation:
     """layout.placements: a layout's torch placements, or the ValueError it raises."""
-    mesh = keras_mesh(ctx, ex["mesh"])
+    mesh = keras_mesh(ctx, ex.mesh)
     try:
-        placements = ctx.target.to_placements(keras_layout(ex["axes"], mesh))
+        placements = ctx.target.to_placements(keras_layout(ex.axes, mesh))
     except ValueError as error:
-        return {"error": str(error)}
-    return {"placements": describe_placements(placements)}
+        return PlacementsObservation(error=str(error))
+    return PlacementsObservation(placements=describe_placements(placements))
 
 
-def variable_wrapping(ctx, ex):
-    """variable.wrapping: what distributing a variable's value gives back."""
-    layout = keras_layout(ex["axes"], keras_mesh(ctx, ex["mesh"]))
-    value = ctx.target.distribute_variable(tensor_from(ex["tensor"]), layout, ex["trainable"])
-    return {
-        "is_parameter": isinstance(value, torch.nn.Parameter),
-        "requires_grad": value.requires_grad,
-        "full": full_value(value),
-    }
+def variable_wrapping(ctx, ex: VariableExample) -> WrappingObservation:
+    """variable.wrapping: the torch tensor behind a variable created under a distribution."""
+    mesh = keras_mesh(ctx, ex.distribution.mesh)
+    distribution = ctx.target.make_distribution(ex.distribution, mesh)
+    try:
+        variable = ctx.target.make_variable(distribution, mesh, ex.variable, tensor_from(ex.initial))
+    except (Incompatible, Unsupported):
+        raise
+    except Exception as error:  # the clause says creating never raises: an observation, not a crash
+        return WrappingObservation(error=f"{type(error).__name__}: {error}")
+    value = ctx.target.variable_value(variable)
+    return WrappingObservation(
+        is_parameter=is_parameter(value),
+        requires_grad=bool(value.requires_grad),
+        full=full_value(value),
+    )
 
 
-def tensor_storage(ctx, ex):
+def is_parameter(value):
+    """An nn.Parameter at either level a branch may put it: around the DTensor
+    (isinstance sees through it), or as the DTensor's local tensor."""
+    local = getattr(value, "_local_tensor", None) if isinstance(value, DTensor) else None
+    return isinstance(value, torch.nn.Parameter) or isinstance(local, torch.nn.Parameter)
+
+
+def tensor_storage(ctx, ex: StorageExample) -> StorageObservation:
     """tensor.storage: this rank's shard and the full tensor of distribute_tensor."""
-    layout = keras_layout(ex["axes"], keras_mesh(ctx, ex["mesh"]))
-    dt = ctx.target.distribute_tensor(tensor_from(ex["tensor"]), layout)
-    return {
-        "is_dtensor": isinstance(dt, DTensor),
-        "placements": describe_placements(dt.placements) if isinstance(dt, DTensor) else None,
-        "local": local_value(dt),
-        "full": full_value(dt),
-    }
+    layout = keras_layout(ex.axes, keras_mesh(ctx, ex.mesh))
+    dt = ctx.target.distribute_tensor(tensor_from(ex.tensor), layout)
+    distributed = isinstance(dt, DTensor)
+    return StorageObservation(
+        is_dtensor=distributed,
+        placements=describe_placements(dt.placements) if distributed else None,
+        local=local_value(dt),
+        full=full_value(dt),
+    )
 
 
-def data_input(ctx, ex):
+def data_input(ctx, ex: DataInputExample) -> FullObservation:
     """data.input: the global tensor made of every rank's own batch."""
-    mesh = keras_mesh(ctx, ex["mesh"])
-    axes = (ex["batch_dim_name"],) + (None,) * (len(ex["batch"].shape) - 1)
-    global_batch = ctx.target.distribute_data_input(local_batch(ex["batch"], ctx.rank), keras_layout(axes, mesh),
-                                                    ex["batch_dim_name"])
-    return {"full": full_value(global_batch)}
+    mesh = keras_mesh(ctx, ex.mesh)
+    axes = (ex.batch_dim_name,) + (None,) * (len(ex.batch.shape) - 1)
+    global_batch = ctx.target.distribute_data_input(local_batch(ex.batch, ctx.rank), keras_layout(axes, mesh),
+                                                    ex.batch_dim_name)
+    return FullObservation(full_value(global_batch))
 
 
-def matmul(ctx, ex):
+def matmul(ctx, ex: MatmulExample) -> FullObservation:
     """ops.matmul: the target's matmul of harness-built operands."""
-    a = harness_dtensor(ctx, ex["mesh"], ex["a"])
-    b = harness_dtensor(ctx, ex["mesh"], ex["b"])
-    result = ctx.target.matmul(a, b)
-    return {"full": full_value(result)}
+    a = harness_dtensor(ctx, ex.mesh, ex.a)
+    b = harness_dtensor(ctx, ex.mesh, ex.b)
+    return FullObservation(full_value(ctx.target.matmul(a, b)))

@@ -5,9 +5,21 @@ import torch
 
 from kdist_props import training
 from kdist_props.properties.build import describe_placements, full_value, keras_mesh, local_value
+from kdist_props.specs import (
+    AssignExample,
+    AssignObservation,
+    FullObservation,
+    ModelExample,
+    ModelStorageObservation,
+    ScopeMatmulExample,
+    StoredVariable,
+    VariableExample,
+    VariableMatmulExample,
+)
 from kdist_props.values import tensor_from
 
-READS = ("convert_to_numpy", "numpy", "get_weights")
+# Every way a user reads one variable; a model's variables are also read all at once by get_weights.
+READS = ("convert_to_numpy", "numpy")
 
 
 def built_model(ctx, model_spec, distribution_spec):
@@ -17,19 +29,36 @@ def built_model(ctx, model_spec, distribution_spec):
     return ctx.target.build_model(model_spec, distribution, mesh, initial)
 
 
-def model_storage(ctx, ex):
-    """variable.scope and variable.read: layout, local shard and every kind of read of each variable."""
-    model = built_model(ctx, ex["model"], ex["distribution"])
-    observed = {}
-    for path, variable in ctx.target.model_variables(model):
-        axes, placements, local = ctx.target.variable_layout_of(variable)
-        observed[path] = {
-            "axes": tuple(axes),
-            "placements": describe_placements(placements) if placements is not None else None,
-            "local": plain(local),
-            "reads": {how: plain(ctx.target.read(model, variable, how)) for how in READS},
-        }
-    return observed
+def stored(ctx, model, variable):
+    axes, placements, local = ctx.target.variable_layout_of(variable)
+    return StoredVariable(
+        axes=tuple(axes),
+        placements=describe_placements(placements) if placements is not None else None,
+        local=plain(local),
+        reads=tuple((how, plain(ctx.target.read(model, variable, how))) for how in READS),
+    )
+
+
+def model_storage(ctx, ex: ModelExample) -> ModelStorageObservation:
+    """variable.scope and variable.read: layout, local shard and reads of every variable, and get_weights."""
+    model = built_model(ctx, ex.model, ex.distribution)
+    return ModelStorageObservation(
+        variables=tuple((path, stored(ctx, model, v)) for path, v in ctx.target.model_variables(model)),
+        weights=tuple(plain(w) for w in ctx.target.get_weights(model)),
+    )
+
+
+def made_variable(ctx, spec):
+    """(distribution, variable) of a VariableExample."""
+    mesh = keras_mesh(ctx, spec.distribution.mesh)
+    distribution = ctx.target.make_distribution(spec.distribution, mesh)
+    return distribution, ctx.target.make_variable(distribution, mesh, spec.variable, tensor_from(spec.initial))
+
+
+def standalone_variable(ctx, ex: VariableExample) -> StoredVariable:
+    """variable.scope and variable.read: a variable created alone, by a LayoutMap or an explicit layout."""
+    _, variable = made_variable(ctx, ex)
+    return stored(ctx, None, variable)
 
 
 def plain(value):
@@ -38,21 +67,22 @@ def plain(value):
     one has not given the user the full value."""
     if torch.is_tensor(value):
         return local_value(value)
-    return torch.as_tensor(np.asarray(value))
+    array = np.asarray(value)
+    if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, which torch cannot import: move the bits
+        return torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
+    return torch.as_tensor(array)
 
 
-def variable_assign(ctx, ex):
+def variable_assign(ctx, ex: AssignExample) -> AssignObservation:
     """variable.assign: assign a plain value to a distributed variable and read it back."""
-    mesh = keras_mesh(ctx, ex["distribution"].mesh)
-    distribution = ctx.target.make_distribution(ex["distribution"], mesh)
-    variable = ctx.target.make_variable(distribution, mesh, ex["variable"], tensor_from(ex["initial"]))
+    _, variable = made_variable(ctx, ex.target)
     axes_before, placements_before, _ = ctx.target.variable_layout_of(variable)
-    ctx.target.assign(variable, plain_value(ex["value"], ex["value_kind"]), ex["how"])
+    ctx.target.assign(variable, plain_value(ex.value, ex.value_kind), ex.how)
     axes_after, placements_after, _ = ctx.target.variable_layout_of(variable)
-    return {
-        "layout_kept": (tuple(axes_before), placements_before) == (tuple(axes_after), placements_after),
-        "full": plain(ctx.target.read(None, variable, "convert_to_numpy")),
-    }
+    return AssignObservation(
+        layout_kept=(tuple(axes_before), placements_before) == (tuple(axes_after), placements_after),
+        full=plain(ctx.target.read(None, variable, "convert_to_numpy")),
+    )
 
 
 def plain_value(spec, kind):
@@ -64,7 +94,13 @@ def plain_value(spec, kind):
     return value
 
 
-def scope_matmul(ctx, ex):
+def scope_matmul(ctx, ex: ScopeMatmulExample) -> FullObservation:
     """ops.scope: keras.ops.matmul of a plain input with the first (sharded) kernel."""
-    model = built_model(ctx, ex["model"], ex["distribution"])
-    return {"full": full_value(ctx.target.scope_matmul(model, tensor_from(ex["x"])))}
+    model = built_model(ctx, ex.model, ex.distribution)
+    return FullObservation(full_value(ctx.target.scope_matmul(model, tensor_from(ex.x))))
+
+
+def variable_matmul(ctx, ex: VariableMatmulExample) -> FullObservation:
+    """ops.scope: keras.ops.matmul of a plain input with a standalone (laid out) variable."""
+    distribution, variable = made_variable(ctx, ex.target)
+    return FullObservation(full_value(ctx.target.variable_matmul(distribution, tensor_from(ex.x), variable)))

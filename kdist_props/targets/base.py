@@ -45,15 +45,11 @@ class Target:
         raise NotImplementedError
 
     def to_placements(self, layout):
-        """torch placements (one per mesh axis) for a Keras TensorLayout."""
+        """torch placements (one per mesh axis) of a Keras TensorLayout (Keras: its backend_layout)."""
         raise NotImplementedError
 
     def to_backend_mesh(self, device_mesh):
         """The torch DeviceMesh of a Keras DeviceMesh."""
-        raise NotImplementedError
-
-    def distribute_variable(self, value, layout, trainable):
-        """A variable's backing tensor, laid out by a Keras TensorLayout."""
         raise NotImplementedError
 
     def distribute_tensor(self, value, layout):
@@ -66,6 +62,18 @@ class Target:
 
     def matmul(self, a, b):
         """matmul of any DTensor / plain tensor mix."""
+        raise NotImplementedError
+
+    # -- variables (Tier A wrapping, Tier B storage) --------------------------
+
+    def make_variable(self, distribution, device_mesh, spec, initial):
+        """A standalone variable (specs.VariableSpec) created under the distribution
+        from the values `initial`: laid out by spec.preassigned when given (an
+        explicit layout), else by the distribution; spec.trainable as given."""
+        raise NotImplementedError
+
+    def variable_value(self, variable):
+        """The torch tensor that holds a variable (Keras: `variable.value`)."""
         raise NotImplementedError
 
     # -- Tier B ------------------------------------------------------------
@@ -87,8 +95,8 @@ class Target:
         """The value of `variable` read as `how`: convert_to_numpy, numpy or get_weights."""
         raise NotImplementedError
 
-    def make_variable(self, distribution, device_mesh, spec, initial):
-        """A standalone variable (specs.VariableSpec) created under the distribution."""
+    def get_weights(self, model):
+        """Every variable's value, as model.get_weights() lists them."""
         raise NotImplementedError
 
     def assign(self, variable, value, how):
@@ -106,4 +114,8 @@ class Target:
 
     def scope_matmul(self, model, x):
         """Under the model's distribution: keras.ops.matmul(x, first kernel)."""
+        raise NotImplementedError
+
+    def variable_matmul(self, distribution, x, variable):
+        """Under the distribution: keras.ops.matmul(x, variable) of a plain x."""
         raise NotImplementedError

@@ -1,9 +1,13 @@
 """The `keras` target: the installed Keras, or the checkout named by KDIST_KERAS.
 
-Keras' torch distribution code moves between versions and branches, so the
-adapter looks every piece up by name and maps what it finds onto the target
-interface; a clause whose pieces are missing is unsupported, with the missing
-piece and the Keras version in the reason.
+Public API first: every clause drives Keras as a user does (keras.distribution
+objects, TensorLayout.backend_layout, keras.distribution.distribute_tensor,
+keras.Variable under a scope or with a layout, keras.ops, get_weights) and
+reads the torch facts from what those return. Private backend functions, whose
+names, signatures and return shapes differ between branches, are only probes
+for clauses with no public route, validated before use. What the suite cannot
+read is Incompatible (never a failure); a missing piece is Unsupported, with
+the piece and the Keras version in the reason.
 """
 
 import importlib
@@ -12,26 +16,22 @@ import inspect
 import keras
 import numpy as np
 import torch
+from torch.distributed.device_mesh import DeviceMesh as TorchDeviceMesh
 from torch.distributed.tensor import DTensor
+from torch.distributed.tensor.placement_types import Placement
 
 from kdist_props.specs import MODEL_PARALLEL
-from kdist_props.targets.base import Target, Unsupported
+from kdist_props.targets.base import Incompatible, Target, Unsupported
 
 BACKEND_MODULE = "keras.src.backend.torch.distribution_lib"
 
-# What each Tier A clause calls in the backend module (None: only Keras' public,
-# backend-independent API, present in every Keras 3).
-PIECES = {
-    "layout.variable": None,
-    "layout.placements": "_to_backend_layout",
-    "variable.wrapping": "distribute_variable",
-    "mesh.identity": "_to_backend_mesh",
-    "mesh.reuse": "_to_backend_mesh",
-    "tensor.storage": "distribute_tensor",
-    "data.input": "distribute_data_input",
-    # Only the backend module makes DTensors; without it Keras' matmul never meets one.
-    "ops.matmul": "distribute_tensor",
-}
+# Clauses whose public route (TensorLayout.backend_layout, DeviceMesh.backend_mesh,
+# keras.distribution.distribute_tensor) ends in the torch backend's
+# distribution_lib: without that module they cannot work. ops.matmul is here
+# because only that module makes DTensors: without it Keras' matmul never meets one.
+NEEDS_BACKEND_MODULE = ("layout.placements", "mesh.identity", "mesh.reuse", "tensor.storage", "ops.matmul")
+# Clauses with no public route: backend probes, used where present.
+BACKEND_PROBES = {"data.input": "distribute_data_input"}
 
 
 def find_backend_module():
@@ -63,9 +63,12 @@ class KerasTarget(Target):
         return None
 
     def unsupported(self, clause):
-        # Tier B clauses use public Keras only and run on every Keras.
-        piece = PIECES.get(clause)
-        return self.missing(piece) if piece else None
+        # The other clauses use public Keras only and run on every Keras.
+        if clause in BACKEND_PROBES:
+            return self.missing(BACKEND_PROBES[clause])
+        if clause in NEEDS_BACKEND_MODULE and self.lib is None:
+            return f"keras {keras.__version__}: keras.src.backend.torch has no distribution_lib"
+        return None
 
     def _piece(self, name):
         reason = self.missing(name)
@@ -90,28 +93,34 @@ class KerasTarget(Target):
         return distribution.get_variable_layout(variable)
 
     def to_placements(self, layout):
-        backend_layout = self._piece("_to_backend_layout")(layout)
-        # master returns a holder with .placements; other branches may return the tuple itself.
-        return tuple(getattr(backend_layout, "placements", backend_layout))
+        backend_layout = layout.backend_layout
+        # master returns a holder with .placements; a branch may return the placements themselves.
+        return placements_of(getattr(backend_layout, "placements", backend_layout), "TensorLayout.backend_layout")
 
     def to_backend_mesh(self, device_mesh):
-        return self._piece("_to_backend_mesh")(device_mesh)
-
-    def distribute_variable(self, value, layout, trainable):
-        distribute = self._piece("distribute_variable")
-        if "trainable" in inspect.signature(distribute).parameters:
-            return distribute(value, layout, trainable=trainable)
-        return distribute(value, layout)
+        # Public route: DeviceMesh.backend_mesh (memoized per DeviceMesh object on
+        # master). The backend's _to_backend_mesh only where Keras has no such property.
+        if hasattr(type(device_mesh), "backend_mesh"):
+            mesh, source = device_mesh.backend_mesh, "DeviceMesh.backend_mesh"
+        else:
+            mesh, source = self._piece("_to_backend_mesh")(device_mesh), f"{BACKEND_MODULE}._to_backend_mesh"
+        if not isinstance(mesh, TorchDeviceMesh):
+            raise Incompatible(f"{source} returned {found(mesh)}, not a torch DeviceMesh")
+        return mesh
 
     def distribute_tensor(self, value, layout):
-        return self._piece("distribute_tensor")(value, layout)
+        return tensor_of(keras.distribution.distribute_tensor(value, layout), "keras.distribution.distribute_tensor")
 
     def distribute_data_input(self, local_batch, layout, batch_dim_name):
-        distribute = self._piece("distribute_data_input")
-        # JAX's form takes batch_dim_name; torch master's takes (batch, layout).
-        if len(inspect.signature(distribute).parameters) >= 3:
-            return distribute(local_batch, layout, batch_dim_name)
-        return distribute(local_batch, layout)
+        # A backend probe: JAX's form takes (batch, layout, batch_dim_name), torch master's (batch, layout).
+        name = BACKEND_PROBES["data.input"]
+        distribute = self._piece(name)
+        parameters = list(inspect.signature(distribute).parameters)
+        if len(parameters) == 3:
+            return tensor_of(distribute(local_batch, layout, batch_dim_name), name)
+        if len(parameters) == 2:
+            return tensor_of(distribute(local_batch, layout), name)
+        raise Incompatible(f"{BACKEND_MODULE}.{name} takes {tuple(parameters)}, not (batch, layout[, batch_dim_name])")
 
     def matmul(self, a, b):
         return keras.ops.matmul(a, b)
@@ -135,7 +144,7 @@ class KerasTarget(Target):
         return [("/".join(v.path.split("/")[-2:]), v) for v in model.weights]
 
     def variable_layout_of(self, variable):
-        value = variable.value
+        value = tensor_of(variable.value, "keras.Variable.value")
         if not isinstance(value, DTensor):
             return (None,) * len(variable.shape), None, value.detach()
         axes = [None] * len(variable.shape)
@@ -151,11 +160,21 @@ class KerasTarget(Target):
             return model.get_weights()[[id(w) for w in model.weights].index(id(variable))]
         return keras.ops.convert_to_numpy(variable)
 
+    def get_weights(self, model):
+        return model.get_weights()
+
     def make_variable(self, distribution, device_mesh, spec, initial):
-        differentiable = initial.dtype.is_floating_point or initial.dtype.is_complex
+        explicit = {}
+        if spec.preassigned is not None:
+            if "layout" not in inspect.signature(keras.Variable.__init__).parameters:
+                raise Unsupported(f"keras {keras.__version__}: keras.Variable has no layout argument")
+            explicit["layout"] = keras.distribution.TensorLayout(list(spec.preassigned), device_mesh)
         with distribution.scope():
             return keras.Variable(ArrayInitializer(initial), shape=spec.shape, dtype=spec.dtype,
-                                  trainable=spec.trainable and differentiable, name=spec.path)
+                                  trainable=spec.trainable, name=spec.path, **explicit)
+
+    def variable_value(self, variable):
+        return tensor_of(variable.value, "keras.Variable.value")
 
     def assign(self, variable, value, how):
         if how == "set_weights":
@@ -170,12 +189,16 @@ class KerasTarget(Target):
     def train(self, model, spec, x, y):
         optimizer = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[spec.optimizer]
         with model.kdist_distribution.scope():
-            model.compile(optimizer=optimizer(learning_rate=spec.learning_rate), loss="mse")
+            # A compiled metric as a user has one: its state is reduced across
+            # ranks on the same path as the loss tracker's.
+            model.compile(optimizer=optimizer(learning_rate=spec.learning_rate), loss="mse",
+                          metrics=["mean_squared_error"])
             x, y = x.numpy(), y.numpy()
             if spec.entry == "fit":
                 history = model.fit(x, y, batch_size=len(x), epochs=spec.steps, shuffle=False, verbose=0)
                 return history.history["loss"]
-            return [float(np.asarray(model.train_on_batch(x, y)).reshape(-1)[0]) for _ in range(spec.steps)]
+            # With a metric compiled, train_on_batch returns [loss, metric].
+            return [float(model.train_on_batch(x, y)[0]) for _ in range(spec.steps)]
 
     def iterations(self, model):
         return model.optimizer.iterations
@@ -183,6 +206,28 @@ class KerasTarget(Target):
     def scope_matmul(self, model, x):
         with model.kdist_distribution.scope():
             return keras.ops.matmul(x, model.weights[0])
+
+    def variable_matmul(self, distribution, x, variable):
+        with distribution.scope():
+            return keras.ops.matmul(x, variable)
+
+
+def found(value):
+    return f"{type(value).__module__}.{type(value).__qualname__} {value!r:.120}"
+
+
+def placements_of(placements, source):
+    """torch placements, or Incompatible when `source` gave something else."""
+    if isinstance(placements, (tuple, list)) and all(isinstance(p, Placement) for p in placements):
+        return tuple(placements)
+    raise Incompatible(f"{source} returned {found(placements)}, not torch placements")
+
+
+def tensor_of(value, source):
+    """A torch tensor (DTensor or plain), or Incompatible when `source` gave something else."""
+    if isinstance(value, torch.Tensor):
+        return value
+    raise Incompatible(f"{source} returned {found(value)}, not a torch tensor")
 
 
 class ArrayInitializer(keras.initializers.Initializer):

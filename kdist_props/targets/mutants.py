@@ -26,6 +26,26 @@ class MeshCacheById(ReferenceTarget):
         return id(device_mesh)  # seed 000/002: ids are reused once a mesh is collected
 
 
+class MeshCacheIgnoresDeviceOrder(ReferenceTarget):
+    @staticmethod
+    def _mesh_key(device_mesh):
+        # The devices as a set: a mesh in another order gets the one cached first.
+        devices = frozenset(device_mesh.devices.flatten().tolist())
+        return tuple(device_mesh.shape), tuple(device_mesh.axis_names), devices
+
+
+class MeshCacheIgnoresAxisNames(ReferenceTarget):
+    @staticmethod
+    def _mesh_key(device_mesh):
+        return (tuple(device_mesh.shape), tuple(device_mesh.devices.flatten().tolist()))
+
+
+class MeshCacheIgnoresShape(ReferenceTarget):
+    @staticmethod
+    def _mesh_key(device_mesh):
+        return (tuple(device_mesh.axis_names), tuple(device_mesh.devices.flatten().tolist()))
+
+
 class MeshNoCache(ReferenceTarget):
     def to_backend_mesh(self, device_mesh):
         """A fresh torch DeviceMesh, with fresh process groups, on every call."""
@@ -72,14 +92,16 @@ class MatmulPromotesWrongMesh(ReferenceTarget):
 
 class ShardOffByOne(ReferenceTarget):
     def distribute_tensor(self, value, layout):
-        """Splits like numpy.array_split (remainder spread from the front), not torch.chunk."""
+        """Shards of n // k rows and the remainder on the last one, not torch.chunk's
+        ceil(n / k): an uneven dim (3 rows on 2 ranks: 1 + 2, not 2 + 1) lands wrong."""
         placements = self.to_placements(layout)
         mesh = self.to_backend_mesh(layout.device_mesh)
         local = value
         for mesh_dim, placement in enumerate(placements):
             if placement.is_shard():
-                pieces = torch.tensor_split(local, mesh.size(mesh_dim), dim=placement.dim)
-                local = pieces[mesh.get_local_rank(mesh_dim)]
+                parts, rows = mesh.size(mesh_dim), local.shape[placement.dim]
+                sizes = [rows // parts] * (parts - 1) + [rows - (parts - 1) * (rows // parts)]
+                local = torch.split(local, sizes, dim=placement.dim)[mesh.get_local_rank(mesh_dim)]
         return DTensor.from_local(local.contiguous(), mesh, placements, run_check=False,
                                   shape=value.shape, stride=value.stride())
 
@@ -144,6 +166,11 @@ class ReadLocalShard(ReferenceTarget):
         return value.to_local() if isinstance(value, DTensor) else value
 
 
+class GetWeightsDropsLast(ReferenceTarget):
+    def get_weights(self, model):
+        return super().get_weights(model)[:-1]  # one variable short: the rest still read correctly
+
+
 class AssignIntFails(ReferenceTarget):
     def assign(self, variable, value, how):
         if not (variable.value.dtype.is_floating_point or variable.value.dtype.is_complex):
@@ -161,28 +188,75 @@ class GradMissingBias(ReferenceTarget):
         return {path for path in super()._differentiated(model) if not path.endswith("/bias")}
 
 
+class LeakyProcessGroups(ReferenceTarget):
+    """As Keras master does: a new process group per mesh conversion, per
+    variable and per training step, never freed (gloo keeps ~3 threads each).
+    Results stay right; only mesh.reuse sees the groups."""
+
+    def _leak_group(self):
+        # Every rank makes the same calls in the same order, as new_group requires.
+        torch.distributed.new_group(list(range(torch.distributed.get_world_size())))
+
+    def to_backend_mesh(self, device_mesh):
+        self._leak_group()
+        return super().to_backend_mesh(device_mesh)
+
+    def build_model(self, spec, distribution, device_mesh, initial):
+        for _ in initial:
+            self._leak_group()
+        return super().build_model(spec, distribution, device_mesh, initial)
+
+    def _step(self, model, x, y):
+        self._leak_group()
+        return super()._step(model, x, y)
+
+
+class MatmulHangsOnWideOperands(ReferenceTarget):
+    """A collective that rank 0 skips, for some inputs only: every other rank
+    waits in it forever when the left operand's last dim is at least 3."""
+
+    def matmul(self, a, b):
+        if a.ndim and a.shape[-1] >= 3 and torch.distributed.get_rank() != 0:
+            torch.distributed.barrier()
+        return super().matmul(a, b)
+
+
 MUTANTS = {
     m.name: m
     for m in (
         Mutant("mesh-cache-by-id", MeshCacheById, ("mesh.identity",), "backend mesh cache keyed by id()"),
+        Mutant("mesh-cache-ignores-device-order", MeshCacheIgnoresDeviceOrder, ("mesh.identity",),
+               "backend mesh cache keyed on shape, axis names and the set of devices"),
+        Mutant("mesh-cache-ignores-axis-names", MeshCacheIgnoresAxisNames, ("mesh.identity",),
+               "backend mesh cache keyed on shape and devices"),
+        Mutant("mesh-cache-ignores-shape", MeshCacheIgnoresShape, ("mesh.identity",),
+               "backend mesh cache keyed on axis names and devices"),
         Mutant("mesh-no-cache", MeshNoCache, ("mesh.reuse",), "every conversion builds new process groups"),
+        Mutant("leaky-process-groups", LeakyProcessGroups, ("mesh.reuse",),
+               "a new process group per mesh conversion, variable and training step (Keras master)"),
+        Mutant("matmul-hangs", MatmulHangsOnWideOperands, ("ops.matmul",),
+               "ranks but 0 wait in a collective rank 0 skips, when the left operand is 3 wide or more"),
         Mutant("parameter-wraps-int", ParameterWrapsInt, ("variable.wrapping",), "every value becomes a Parameter"),
         Mutant("scalar-layout-none", ScalarLayoutNone, ("layout.variable",), "scalars get no layout"),
         Mutant("scalar-layout-wrong-rank", ScalarLayoutWrongRank, ("layout.variable",), "scalars get a 1-D layout"),
         Mutant("matmul-no-promotion", MatmulNoPromotion, ("ops.matmul", "ops.scope"), "plain operand meets a DTensor"),
         Mutant("matmul-promotes-wrong-mesh", MatmulPromotesWrongMesh, ("ops.matmul",),
                "plain operand promoted onto a fresh 1-D world mesh"),
-        Mutant("shard-off-by-one", ShardOffByOne, ("tensor.storage",), "uneven shards split like array_split"),
+        Mutant("shard-off-by-one", ShardOffByOne, ("tensor.storage",),
+               "uneven dims split floor-first, the remainder on the last shard"),
         Mutant("placements-axis-order", PlacementsAxisOrder, ("layout.placements",), "placements in reverse mesh order"),
         Mutant("placements-accept-repeated-axis", PlacementsAcceptRepeatedAxis, ("layout.placements",),
                "a mesh axis used twice is silently overwritten"),
         Mutant("mp-wrong-shard-dim", ModelParallelWrongShardDim, ("layout.variable",), "layout axes reversed"),
-        Mutant("iterations-not-scalar", IterationsNotScalar, ("variable.wrapping",), "scalars stored with shape (1,)"),
+        Mutant("iterations-not-scalar", IterationsNotScalar, ("variable.wrapping", "optimizer.iterations"),
+               "scalars stored with shape (1,)"),
         Mutant("data-input-as-global", DataInputAsGlobal, ("data.input",), "a rank's batch taken as the global one"),
         Mutant("dp-no-grad-sync", DpNoGradSync, ("train.equivalence",), "DataParallel without the gradient all-reduce"),
         Mutant("dp-rank0-batch", DpRank0Batch, ("train.equivalence",), "every rank trains on rank 0's slice"),
         Mutant("mp-layout-ignored", MpLayoutIgnored, ("variable.scope",), "variables replicated instead of sharded"),
         Mutant("read-local-shard", ReadLocalShard, ("variable.read",), "reads return only the local shard"),
+        Mutant("get-weights-drops-last", GetWeightsDropsLast, ("variable.read",),
+               "get_weights lists one variable fewer than the model has"),
         Mutant("assign-int-fails", AssignIntFails, ("variable.assign",), "assigning to an int or bool variable raises"),
         Mutant("iterations-float", IterationsFloat, ("optimizer.iterations",), "iterations is a float"),
         Mutant("grad-missing-bias", GradMissingBias, ("train.equivalence",), "biases get no gradient"),

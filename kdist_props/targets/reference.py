@@ -9,7 +9,8 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 import kdist_props
 from kdist_props.specs import MODEL_PARALLEL
 from kdist_props.targets.base import Target
-from kdist_props.targets.reference_models import ReferenceModels, replicated
+from kdist_props.gathers import replicated
+from kdist_props.targets.reference_models import ReferenceModels
 from kdist_props.torch_mesh import build_mesh
 from kdist_props.values import is_float_or_complex
 
@@ -66,7 +67,8 @@ class ReferenceTarget(ReferenceModels, Target):
 
     @staticmethod
     def _mesh_key(device_mesh):
-        # The configuration, never id(): ids are reused after garbage collection.
+        # The whole configuration (shape, axis names, devices in order with their
+        # type), never id(): ids are reused after garbage collection.
         return (tuple(device_mesh.shape), tuple(device_mesh.axis_names), tuple(device_mesh.devices.flatten().tolist()))
 
     @staticmethod
@@ -83,6 +85,7 @@ class ReferenceTarget(ReferenceModels, Target):
         return distribute_tensor(value, mesh, self.to_placements(layout), src_data_rank=None)
 
     def distribute_variable(self, value, layout, trainable):
+        """A variable's value laid out by `layout`: a Parameter only when float or complex."""
         tensor = self._distribute(value, layout)
         if is_float_or_complex(str(value.dtype).removeprefix("torch.")):
             return torch.nn.Parameter(tensor, requires_grad=trainable)
@@ -103,16 +106,11 @@ class ReferenceTarget(ReferenceModels, Target):
         a, b = self._promote(a, b), self._promote(b, a)
         dtype = matmul_result_dtype(a.dtype, b.dtype)
         compute = torch.float32 if dtype == torch.bool else dtype
-        a, b = a.to(compute), b.to(compute)
-        try:
-            return torch.matmul(a, b).to(dtype)
-        except RuntimeError:
-            # DTensor cannot propagate every sharding through matmul's internal
-            # expand/reshape (sharded or broadcast batch dims); gathering the
-            # operands first is always correct.
-            if not (isinstance(a, DTensor) or isinstance(b, DTensor)):
-                raise
-            return torch.matmul(replicated(a), replicated(b)).to(dtype)
+        # Sharded operands, replicated compute: DTensor cannot propagate every
+        # sharding through matmul's internal expand/reshape (sharded or broadcast
+        # batch dims), and on meshes of three dims its strategy search can run
+        # for minutes (torch 2.13); gathering first is always correct and quick.
+        return torch.matmul(replicated(a).to(compute), replicated(b).to(compute)).to(dtype)
 
     @staticmethod
     def _promote(x, other):

@@ -15,14 +15,8 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate
 
 from kdist_props import training
+from kdist_props.gathers import full_tensor, replicated
 from kdist_props.specs import DATA_PARALLEL
-
-
-def replicated(x):
-    """x gathered onto every rank (differentiably), if it is a DTensor."""
-    if isinstance(x, DTensor):
-        return x.redistribute(x.device_mesh, [Replicate()] * x.device_mesh.ndim)
-    return x
 
 
 class ReferenceVariable:
@@ -78,12 +72,24 @@ class ReferenceModels:
 
     def read(self, model, variable, how):
         value = variable.value
-        return value.full_tensor() if isinstance(value, DTensor) else value
+        return full_tensor(value)
+
+    def get_weights(self, model):
+        return [self.read(model, variable, "get_weights") for _, variable in self.model_variables(model)]
 
     def make_variable(self, distribution, device_mesh, spec, initial):
-        layout = self._keras_layout(self._axes_for(distribution, spec.path, len(spec.shape)), device_mesh)
+        axes = spec.preassigned
+        if axes is None:
+            axes = self._axes_for(distribution, spec.path, len(spec.shape))
+        layout = self._keras_layout(axes, device_mesh)
         return ReferenceVariable(spec.path, self.distribute_variable(initial, layout, spec.trainable), layout,
                                  spec.trainable)
+
+    def variable_value(self, variable):
+        return variable.value
+
+    def variable_matmul(self, distribution, x, variable):
+        return self.matmul(x, variable.value)
 
     @torch.no_grad()
     def assign(self, variable, value, how):
@@ -100,9 +106,15 @@ class ReferenceModels:
     def train(self, model, spec, x, y):
         if model.optimizer is None:
             model.optimizer = training.Optimizer(spec.optimizer, spec.learning_rate)
+            # As in Keras, the step counter is a variable created under the
+            # distribution: an int64 scalar, replicated, not trainable.
+            layout = self._keras_layout((), model.distribution.device_mesh)
+            model.iterations = self.distribute_variable(torch.tensor(0), layout, trainable=False)
         losses = []
         for _ in range(spec.steps):
             losses.append(self._step(model, x, y))
+            local = model.iterations.to_local() if isinstance(model.iterations, DTensor) else model.iterations
+            local.add_(1)
         return losses
 
     def _step(self, model, x, y):
@@ -153,7 +165,7 @@ class ReferenceModels:
         return DTensor.from_local(tensor, mesh, [Replicate()] * mesh.ndim, run_check=False)
 
     def iterations(self, model):
-        return torch.tensor(model.optimizer.iterations, dtype=torch.int64)
+        return model.iterations
 
     def scope_matmul(self, model, x):
         return self.matmul(x, model.variables[0].value)

@@ -1,4 +1,6 @@
-"""Chapter model variables (Tier B): `variable.scope`, `variable.read`, `ops.scope`."""
+"""Chapter model variables (Tier B): `variable.scope`, `variable.read`, `ops.scope`,
+on the variables of a model and on standalone variables (a LayoutMap entry or
+an explicit layout)."""
 
 import pytest
 from hypothesis import given
@@ -6,9 +8,10 @@ from hypothesis import strategies as st
 
 from kdist_props import oracles, training
 from kdist_props.properties import tier_b
-from kdist_props.specs import MODEL_PARALLEL, TensorSpec
+from kdist_props.specs import MODEL_PARALLEL, ModelExample, ScopeMatmulExample, TensorSpec, VariableMatmulExample
+from kdist_props.strategies.dtypes import MATMUL, dtypes
 from kdist_props.strategies.models import model_distributions, model_specs
-from kdist_props.strategies.tensors import seeds
+from kdist_props.strategies.tensors import seeds, standalone_variables
 from kdist_props.values import tensor_from
 
 
@@ -17,34 +20,70 @@ def draw_model(kdist, data):
     return model, data.draw(model_distributions(kdist.world_size, model), label="distribution")
 
 
+def standalone_axes(example):
+    """A standalone variable's axes: its explicit layout, else its LayoutMap entry."""
+    if example.variable.preassigned is not None:
+        return tuple(example.variable.preassigned)
+    return oracles.expected_layout_map_axes(example.distribution, example.variable.path, example.variable.rank)
+
+
 @pytest.mark.clause("variable.scope")
 @given(data=st.data())
 def test_variables_have_their_layout_and_chunk_shards(kdist, data):
     model, distribution = draw_model(kdist, data)
-    example = {"model": model, "distribution": distribution}
+    example = ModelExample(model, distribution)
     initial = training.initial_weights(model)
     for rank, observed in enumerate(kdist.run(tier_b.model_storage, example)):
-        assert list(observed) == list(initial), oracles.describe_mismatch(
-            f"rank {rank} variable paths", list(initial), list(observed), example)
-        for path, got in observed.items():
+        paths = [path for path, _ in observed.variables]
+        assert paths == list(initial), oracles.describe_mismatch(f"rank {rank} variable paths", list(initial),
+                                                                 paths, example)
+        for path, got in observed.variables:
             axes = oracles.expected_layout_map_axes(distribution, path, initial[path].ndim)
-            assert got["axes"] == axes, oracles.describe_mismatch(f"rank {rank} {path} layout", axes,
-                                                                  got["axes"], example)
+            assert got.axes == axes, oracles.describe_mismatch(f"rank {rank} {path} layout", axes, got.axes, example)
             placements = oracles.expected_placements(distribution.mesh, axes)
             local = oracles.expected_local_shard(initial[path], distribution.mesh, placements, rank)
-            oracles.assert_identical(got["local"], local, f"rank {rank} {path} local shard", example)
+            oracles.assert_identical(got.local, local, f"rank {rank} {path} local shard", example)
+
+
+@pytest.mark.clause("variable.scope")
+@given(data=st.data())
+def test_a_standalone_variable_has_its_layout_and_chunk_shard(kdist, data):
+    example = data.draw(standalone_variables(kdist.world_size, trainable_ints=False), label="variable")
+    axes = standalone_axes(example)
+    placements = oracles.expected_placements(example.distribution.mesh, axes)
+    full = tensor_from(example.initial)
+    for rank, got in enumerate(kdist.run(tier_b.standalone_variable, example)):
+        assert got.axes == axes, oracles.describe_mismatch(f"rank {rank} layout", axes, got.axes, example)
+        local = oracles.expected_local_shard(full, example.distribution.mesh, placements, rank)
+        oracles.assert_identical(got.local, local, f"rank {rank} local shard", example)
 
 
 @pytest.mark.clause("variable.read")
 @given(data=st.data())
 def test_every_read_gives_the_full_value(kdist, data):
     model, distribution = draw_model(kdist, data)
-    example = {"model": model, "distribution": distribution}
+    example = ModelExample(model, distribution)
     initial = training.initial_weights(model)
     for rank, observed in enumerate(kdist.run(tier_b.model_storage, example)):
-        for path, got in observed.items():
-            for how, value in got["reads"].items():
+        paths = [path for path, _ in observed.variables]
+        assert paths == list(initial), oracles.describe_mismatch(f"rank {rank} variables listed", list(initial),
+                                                                 paths, example)
+        assert len(observed.weights) == len(initial), oracles.describe_mismatch(
+            f"rank {rank} number of get_weights() values", len(initial), len(observed.weights), example)
+        for path, got in observed.variables:
+            for how, value in got.reads:
                 oracles.assert_identical(value, initial[path], f"rank {rank} {path} read by {how}", example)
+        for (path, expected), value in zip(initial.items(), observed.weights):
+            oracles.assert_identical(value, expected, f"rank {rank} {path} read by get_weights", example)
+
+
+@pytest.mark.clause("variable.read")
+@given(data=st.data())
+def test_a_standalone_variable_reads_in_full(kdist, data):
+    example = data.draw(standalone_variables(kdist.world_size, trainable_ints=False), label="variable")
+    for rank, got in enumerate(kdist.run(tier_b.standalone_variable, example)):
+        for how, value in got.reads:
+            oracles.assert_identical(value, tensor_from(example.initial), f"rank {rank} read by {how}", example)
 
 
 @pytest.mark.clause("ops.scope")
@@ -55,8 +94,22 @@ def test_matmul_with_a_sharded_kernel_equals_single_process(kdist, data):
                              label="model-parallel distribution")
     rows = data.draw(st.integers(1, 4), label="input rows")
     x = TensorSpec(shape=(rows, model.widths[0]), dtype=model.dtype, seed=data.draw(seeds, label="input seed"))
-    example = {"model": model, "distribution": distribution, "x": x}
+    example = ScopeMatmulExample(model, distribution, x)
     kernel = training.initial_weights(model)["d0/kernel"]
     expected = oracles.expected_matmul(tensor_from(x), kernel)
     for rank, got in enumerate(kdist.run(tier_b.scope_matmul, example)):
-        oracles.assert_tensors_match(got["full"], expected, f"rank {rank} matmul", example)
+        oracles.assert_tensors_match(got.full, expected, f"rank {rank} matmul", example)
+
+
+@pytest.mark.clause("ops.scope")
+@given(data=st.data())
+def test_matmul_with_a_standalone_variable_equals_single_process(kdist, data):
+    dtype = data.draw(dtypes(MATMUL), label="dtype")
+    target = data.draw(standalone_variables(kdist.world_size, trainable_ints=False, min_rank=2, max_rank=2,
+                                            allowed_dtypes=(dtype,)), label="variable")
+    rows = data.draw(st.integers(1, 4), label="input rows")
+    x = TensorSpec(shape=(rows, target.variable.shape[0]), dtype=dtype, seed=data.draw(seeds, label="input seed"))
+    example = VariableMatmulExample(target, x)
+    expected = oracles.expected_matmul(tensor_from(x), tensor_from(target.initial))
+    for rank, got in enumerate(kdist.run(tier_b.variable_matmul, example)):
+        oracles.assert_tensors_match(got.full, expected, f"rank {rank} matmul", example)

@@ -1,4 +1,11 @@
-"""Chapter training (Tier B): `train.equivalence` and `optimizer.iterations`."""
+"""Chapter training (Tier B): `train.equivalence` and `optimizer.iterations`.
+
+Each test checks one fact, so that one bug cannot hide another: the loss the
+entry point reports, the final weights, agreement between replicas, and that
+every variable gets a gradient are separate tests, each run through `fit` and
+through `train_on_batch`. The oracle (training.train) gives every expected
+number with its float32 error bound; a value is wrong only outside it.
+"""
 
 import pytest
 import torch
@@ -7,46 +14,97 @@ from hypothesis import strategies as st
 
 from kdist_props import oracles, training
 from kdist_props.properties import training as bodies
-from kdist_props.strategies.models import train_specs
+from kdist_props.specs import TrainExample
+from kdist_props.strategies.models import ENTRIES, train_specs
+
+
+def trained(kdist, data, entry=None):
+    """(example, what the oracle expects, observations by rank) of one drawn training run."""
+    example = TrainExample(train=data.draw(train_specs(kdist.world_size, entry), label="training"))
+    return example, training.train(example.train), kdist.run(bodies.train, example)
+
+
+def bounded(expected):
+    return f"{expected.value.tolist()} ± {expected.error.tolist()}"
 
 
 @pytest.mark.clause("train.equivalence")
+@pytest.mark.parametrize("entry", ENTRIES)
 @given(data=st.data())
-def test_k_steps_match_single_process_training_on_the_global_batch(kdist, data):
-    spec = data.draw(train_specs(kdist.world_size), label="training")
-    example = {"train": spec}
-    losses, weights = training.train(spec)
-    rtol, atol = training.training_tolerance(spec)
-    initial = training.initial_weights(spec.model)
-    observations = kdist.run(bodies.train, example)
+def test_reported_loss_is_the_loss_on_the_global_batch(kdist, entry, data):
+    example, expected, observations = trained(kdist, data, entry)
     for rank, got in enumerate(observations):
-        assert torch.allclose(torch.tensor(got["losses"]), torch.tensor(losses), rtol=rtol, atol=atol), \
-            oracles.describe_mismatch(f"rank {rank} losses", losses, got["losses"], example)
-        for path, expected in weights.items():
-            actual = got["final"][path]
-            assert actual.shape == expected.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol), \
-                oracles.describe_mismatch(f"rank {rank} {path} after {spec.steps} steps", expected, actual, example)
-            if not torch.equal(expected, initial[path]):  # gradient flow: it must have moved
-                assert not torch.equal(actual, initial[path]), oracles.describe_mismatch(
-                    f"rank {rank} {path}", "a changed value (it has a gradient)", "its initial value", example)
-    for path in weights:  # replicated or not, every rank ends with the same full value
-        for rank, got in enumerate(observations[1:], start=1):
-            oracles.assert_identical(got["final"][path], observations[0]["final"][path],
-                                     f"rank {rank} vs rank 0 {path}", example)
+        assert len(got.losses) == len(expected.losses), oracles.describe_mismatch(
+            f"rank {rank} number of losses", len(expected.losses), len(got.losses), example)
+        for step, (loss, reported) in enumerate(zip(expected.losses, got.losses), start=1):
+            assert loss.admits(torch.tensor(reported)), oracles.describe_mismatch(
+                f"rank {rank} loss reported by {entry} at step {step}", bounded(loss), reported, example)
+
+
+@pytest.mark.clause("train.equivalence")
+@pytest.mark.parametrize("entry", ENTRIES)
+@given(data=st.data())
+def test_final_weights_match_single_process_training(kdist, entry, data):
+    example, expected, observations = trained(kdist, data, entry)
+    for rank, got in enumerate(observations):
+        assert [path for path, _ in got.final] == list(expected.weights), oracles.describe_mismatch(
+            f"rank {rank} variables", list(expected.weights), [path for path, _ in got.final], example)
+        for path, weight in expected.weights.items():
+            actual = got.final_value(path)
+            assert actual.shape == weight.value.shape and bool(weight.admits(actual).all()), \
+                oracles.describe_mismatch(f"rank {rank} {path} after {example.train.steps} steps",
+                                          bounded(weight), actual.tolist(), example)
+
+
+@pytest.mark.clause("train.equivalence")
+@pytest.mark.parametrize("entry", ENTRIES)
+@given(data=st.data())
+def test_every_rank_ends_with_the_same_weights(kdist, entry, data):
+    """Replicated or sharded, every rank reads the same full value: bit for bit, as it is moved, not computed."""
+    example, _, observations = trained(kdist, data, entry)
+    for rank, got in enumerate(observations[1:], start=1):
+        for path, value in observations[0].final:
+            oracles.assert_identical(got.final_value(path), value, f"rank {rank} vs rank 0 {path}", example)
+
+
+@pytest.mark.clause("train.equivalence")
+@pytest.mark.parametrize("entry", ENTRIES)
+@given(data=st.data())
+def test_every_variable_that_should_move_moves(kdist, entry, data):
+    """Gradient flow: a variable that single-process training surely moves (by
+    more than its error bound) must not keep its initial value."""
+    example, expected, observations = trained(kdist, data, entry)
+    for rank, got in enumerate(observations):
+        for path in expected.weights:
+            if expected.surely_moved(path):
+                assert not torch.equal(got.final_value(path), got.initial_value(path)), oracles.describe_mismatch(
+                    f"rank {rank} {path} (it has a gradient)", "a changed value", "its initial value", example)
+
+
+# One test per fact: a float counter and a counter of shape (1,) are different bugs.
+ITERATIONS_FACTS = {
+    "dtype": ("an integer dtype", lambda iterations: iterations.dtype.startswith(("int", "uint"))),
+    "shape": ((), lambda iterations: iterations.shape == ()),
+    "trainable": (False, lambda iterations: not iterations.trainable),
+}
+
+
+@pytest.mark.clause("optimizer.iterations")
+@pytest.mark.parametrize("fact", ITERATIONS_FACTS)
+@given(data=st.data())
+def test_iterations_is_an_int_scalar_and_not_trainable(kdist, fact, data):
+    example, _, observations = trained(kdist, data)
+    wanted, holds = ITERATIONS_FACTS[fact]
+    for rank, got in enumerate(observations):
+        assert holds(got.iterations), oracles.describe_mismatch(
+            f"rank {rank} iterations {fact}", wanted, getattr(got.iterations, fact), example)
 
 
 @pytest.mark.clause("optimizer.iterations")
 @given(data=st.data())
-def test_iterations_is_an_int_scalar_counting_steps(kdist, data):
-    spec = data.draw(train_specs(kdist.world_size), label="training")
-    example = {"train": spec}
-    for rank, got in enumerate(kdist.run(bodies.train, example)):
-        iterations = got["iterations"]
-        assert iterations["dtype"].startswith(("int", "uint")), oracles.describe_mismatch(
-            f"rank {rank} iterations dtype", "an integer dtype", iterations["dtype"], example)
-        assert iterations["shape"] == (), oracles.describe_mismatch(
-            f"rank {rank} iterations shape", (), iterations["shape"], example)
-        assert not iterations["trainable"], oracles.describe_mismatch(
-            f"rank {rank} iterations trainable", False, True, example)
-        assert iterations["value"] == spec.steps, oracles.describe_mismatch(
-            f"rank {rank} iterations after {spec.steps} steps", spec.steps, iterations["value"], example)
+def test_iterations_counts_the_steps_on_every_rank(kdist, data):
+    example, _, observations = trained(kdist, data)
+    for rank, got in enumerate(observations):
+        assert got.iterations.value == example.train.steps, oracles.describe_mismatch(
+            f"rank {rank} iterations after {example.train.steps} steps", example.train.steps,
+            got.iterations.value, example)

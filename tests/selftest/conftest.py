@@ -21,6 +21,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "stress: long randomized fault injection (size with KDIST_STRESS_FAULTS)"
     )
+    config.addinivalue_line("markers", "torchrun: starts torchrun agents on this host (tests/selftest/test_torchrun.py)")
 
 
 @pytest.fixture(scope="session")

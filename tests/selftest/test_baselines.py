@@ -1,8 +1,12 @@
 """Baselines: loading known-failure files, matching tests, reporting stale entries."""
 
+from pathlib import Path
+
 import pytest
 
 from kdist_props.baselines import KnownFailure, load_baseline
+
+SHIPPED = Path(__file__).resolve().parents[2] / "baselines"
 
 pytestmark = pytest.mark.selftest
 
@@ -98,8 +102,35 @@ reason = "misspelled, so never used"
     ('[[known_failure]]\nclause = "a"\nworld_size = 0\nreason = "r"\n', "world_size"),
     ('[[known_failure]]\nclause = "a"\nworld_size = true\nreason = "r"\n', "world_size"),
     ('[[known_failure]]\nclause = "a"\nreason = "r"\nworldsize = 2\n', "unknown key"),
+    ('[[known_failure]]\nclause = "a"\nreason = "r"\nmatch = ""\n', "'match' must be"),
+    ('[[known_failure]]\nclause = "a"\nreason = "r"\nmatch = "category ("\n', "not a valid regular expression"),
 ])
 def test_malformed_file_names_file_and_problem(tmp_path, text, problem):
     with pytest.raises(ValueError, match=problem) as info:
         _load(tmp_path, text)
     assert "keras-3.15.1.toml" in str(info.value)
+
+
+def test_match_pins_the_known_reason(tmp_path):
+    baseline = _load(tmp_path, '''
+[[known_failure]]
+clause = "layout.variable"
+match = "category must be a Warning subclass"
+reason = "warnings.warn gets an int category"
+
+[[known_failure]]
+clause = "variable.read"
+reason = "any reason"
+''')
+    pinned, loose = baseline.entries
+    assert pinned.match == "category must be a Warning subclass" and loose.match is None
+    assert pinned.explains("RankError: rank(s) [0] of 2 raised: TypeError: category must be a Warning subclass, "
+                           "not int")
+    assert not pinned.explains("AssertionError: layout axes: expected (None,), got ('batch',)")
+    assert loose.explains("anything at all")
+
+
+@pytest.mark.parametrize("version", ["3.13.2", "3.14.1", "3.15.1"])
+def test_shipped_baselines_load(version):
+    baseline = load_baseline(SHIPPED, "keras", version)
+    assert baseline.path is not None and baseline.entries

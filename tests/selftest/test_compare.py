@@ -25,7 +25,8 @@ def _report(statuses, *, target="keras", version="3.15.1"):
 def _one_change(old_status, new_status):
     c = compare(_report({("ops.matmul", 2): old_status}), _report({("ops.matmul", 2): new_status}))
     groups = {name: getattr(c, name) for name in
-              ("regressions", "fixes", "newly_unsupported", "newly_supported", "other_changes")}
+              ("regressions", "fixes", "newly_unsupported", "newly_supported", "newly_incompatible",
+               "no_longer_incompatible", "other_changes")}
     (name,) = [n for n, changes in groups.items() if changes]
     return name, c.exit_code
 
@@ -44,6 +45,13 @@ def _one_change(old_status, new_status):
     ("unsupported", "known-failure", "newly_supported"),
     ("unsupported", "not-run", "other_changes"),
     ("fail", "known-failure", "other_changes"),
+    # incompatible is never a verdict on the target: printed, never a regression or a fix
+    ("pass", "incompatible", "newly_incompatible"),
+    ("fail", "incompatible", "newly_incompatible"),
+    ("unsupported", "incompatible", "newly_incompatible"),
+    ("incompatible", "pass", "no_longer_incompatible"),
+    ("incompatible", "fail", "no_longer_incompatible"),
+    ("incompatible", "not-run", "no_longer_incompatible"),
 ])
 def test_change_groups(old, new, group):
     assert _one_change(old, new) == (group, 1 if group == "regressions" else 0)
@@ -117,3 +125,37 @@ def test_compare_main_bad_usage(tmp_path, capsys):
     bad.write_text("{not json")
     assert compare_main([str(bad), str(bad)]) == 2
     assert "cannot read report" in capsys.readouterr().err
+
+
+def _failing(tests):
+    report = _report({("train.equivalence", 2): "fail"})
+    report["results"][0]["failures"] = [{"test": t, "reason": f"AssertionError: {t}", "example": None,
+                                         "examples_to_failure": None} for t in tests]
+    return report
+
+
+def test_a_new_failing_test_in_a_failing_cell_is_a_regression():
+    c = compare(_failing(["t::loss[w2]"]), _failing(["t::loss[w2]", "t::grad[w2]"]))
+    assert [ch.describe() for ch in c.regressions] == [
+        "train.equivalence w2: fail, new failing test(s): t::grad[w2] (AssertionError: t::grad[w2])"]
+    assert c.exit_code == 1
+
+
+def test_a_test_that_stops_failing_in_a_failing_cell_is_printed_only():
+    c = compare(_failing(["t::loss[w2]", "t::grad[w2]"]), _failing(["t::grad[w2]"]))
+    assert not c.regressions and c.exit_code == 0
+    assert [ch.describe() for ch in c.other_changes] == [
+        "train.equivalence w2: fail, no longer failing: t::loss[w2]"]
+
+
+def test_reports_without_failure_lists_compare_by_status():
+    c = compare(_report({("train.equivalence", 2): "fail"}), _failing(["t::loss[w2]"]))
+    assert not (c.regressions or c.other_changes)
+
+
+def test_newly_incompatible_is_printed():
+    c = compare(_report({("ops.matmul", 2): "pass"}), _report({("ops.matmul", 2): "incompatible"}))
+    text = format_comparison(c, "a", "b")
+    assert "Newly incompatible (the suite cannot drive the target; not a verdict) (1):" in text
+    assert "  ops.matmul w2: pass -> incompatible (incompatible because)" in text
+    assert c.exit_code == 0

@@ -3,6 +3,7 @@ type with a readable per-rank report, and the next example always gets a
 working pool, with nothing left of a pool that had to be killed."""
 
 import pickle
+import re
 import sys
 import types
 
@@ -11,6 +12,7 @@ import pytest
 from kdist_props.cluster import RankCrash, RankDesync, RankError, RankHang
 from kdist_props.cluster.errors import RankFailure
 from kdist_props.properties import probes
+from kdist_props.specs import FaultExample
 from tests.selftest.conftest import OK_DEADLINE_S, assert_reaped
 
 pytestmark = pytest.mark.selftest
@@ -29,7 +31,7 @@ CASES = [pytest.param(2, 1, id="w2-rank1"), pytest.param(4, 2, id="w4-rank2")]
 def inject(pools, world_size, kind, rank, expected, *, deadline_s=OK_DEADLINE_S, agree=False, value=0):
     """Run fault `kind` on `rank`; return (the pool it ran on, the error), checking the error's exact type."""
     pool = pools.get(world_size)
-    example = {"kind": kind, "rank": rank, "value": value}
+    example = FaultExample(kind, rank, value)
     with pytest.raises(RankFailure) as caught:
         pool.run(probes.fault, example, target=None, deadline_s=deadline_s, agree=agree)
     error = caught.value
@@ -52,8 +54,10 @@ def assert_ranks_reported(error, ranks):
     assert set(error.details) == set(ranks), (
         f"expected a section for rank(s) {sorted(ranks)}, got {sorted(error.details)}:\n{error}"
     )
-    for rank in ranks:
-        assert f"--- rank {rank} ---" in str(error), f"no '--- rank {rank} ---' label in:\n{error}"
+    # "--- rank 1 ---", or "--- ranks 0, 2 (identical traceback) ---" for ranks that failed alike.
+    labelled = {int(r) for label in re.findall(r"^--- ranks? ([\d, ]+)", str(error), re.M)
+                for r in label.split(",") if r.strip()}
+    assert labelled == set(ranks), f"expected rank labels for {sorted(ranks)}, found {sorted(labelled)} in:\n{error}"
 
 
 def assert_next_example_works(pools, world_size, old_pool, *, pool_survives, after):
@@ -67,8 +71,8 @@ def assert_next_example_works(pools, world_size, old_pool, *, pool_survives, aft
         # Pool.kill reaps through the zygote before raising, so not even a zombie may remain.
         assert_reaped(old_pool.pids, f"ranks of the pool killed after {after}")
     pool = pools.get(world_size)
-    observations = pool.run(probes.rank_identity, {}, target=None, deadline_s=OK_DEADLINE_S)
-    got = [(o["rank"], o["world_size"], o["pid"]) for o in observations]
+    observations = pool.run(probes.rank_identity, None, target=None, deadline_s=OK_DEADLINE_S)
+    got = [(o.rank, o.world_size, o.pid) for o in observations]
     expected = [(r, world_size, pid) for r, pid in enumerate(pool.pids)]
     assert got == expected, f"rank_identity after {after}: expected (rank, world size, pid) {expected}, got {got}"
 
@@ -159,7 +163,7 @@ def test_desync_is_a_rank_desync_showing_every_ranks_value(pools, world_size, ra
 
 def test_desync_goes_unnoticed_without_agree(pools):
     """agree=False: differing observations are the body's business, not an error."""
-    got = pools.get(2).run(probes.fault, {"kind": "desync", "rank": 1, "value": 41}, target=None,
+    got = pools.get(2).run(probes.fault, FaultExample("desync", 1, 41), target=None,
                            deadline_s=OK_DEADLINE_S)
     assert got == [41, 42], f"expected [41, 42] (rank 1 adds one), got {got}"
 
@@ -198,13 +202,13 @@ def test_first_line_of_the_report_names_the_cause(pools, kind):
 
 
 def remember(pool, *, stateful):
-    return pool.run(probes.remember, {}, target=None, deadline_s=OK_DEADLINE_S, stateful=stateful)
+    return pool.run(probes.remember, None, target=None, deadline_s=OK_DEADLINE_S, stateful=stateful)
 
 
 def fresh_pool(pools, world_size):
     """A pool whose ranks hold no state: a stateless example ends with a reset."""
     pool = pools.get(world_size)
-    pool.run(probes.noop, {}, target=None, deadline_s=OK_DEADLINE_S)
+    pool.run(probes.noop, None, target=None, deadline_s=OK_DEADLINE_S)
     return pool
 
 

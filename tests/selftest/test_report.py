@@ -1,10 +1,16 @@
-"""The capability report: aggregation, not-run cells, JSON and Markdown output."""
+"""The capability report: aggregation, not-run cells, every distinct failure,
+incompatible cells, the environment section, JSON and Markdown output."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
-from kdist_props.report import NOT_RUN_REASON, ReportBuilder, load, summary_lines, to_markdown, write
+from kdist_props.report import (NOT_RUN_REASON, ReportBuilder, failures_in, load, summary_lines, to_markdown,
+                                write)
 
 pytestmark = pytest.mark.selftest
 
@@ -12,10 +18,12 @@ HEADER = {"target": "keras", "keras_version": "3.15.1"}
 
 
 def _record(builder, outcome, *, clause="ops.matmul", world_size=2, n=0, examples=10,
-            reason=None, failing_example=None, target="keras"):
+            reason=None, failing_example=None, target="keras", examples_to_failure=None):
+    failures = [(reason, failing_example)] if outcome in ("failed", "xfailed") else []
     builder.record(target=target, clause=clause, world_size=world_size,
                    nodeid=f"tests/properties/test_ops.py::test_{n}", outcome=outcome,
-                   examples=examples, reason=reason, failing_example=failing_example)
+                   examples=examples, reason=None if outcome == "failed" else reason, failures=failures,
+                   examples_to_failure=examples_to_failure)
 
 
 def _cell(outcomes_and_reasons):
@@ -35,6 +43,11 @@ def _cell(outcomes_and_reasons):
     ([("xfailed", "known"), ("xpassed", "known")], "unexpected-pass"),
     ([("xpassed", "known"), ("failed", "boom")], "fail"),
     ([("skipped", "no mesh"), ("failed", "boom")], "fail"),
+    ([("incompatible", "returned a str")], "incompatible"),
+    ([("passed", None), ("incompatible", "returned a str")], "incompatible"),
+    ([("skipped", "no mesh"), ("incompatible", "returned a str")], "incompatible"),
+    ([("incompatible", "returned a str"), ("failed", "boom")], "fail"),
+    ([("incompatible", "returned a str"), ("xfailed", "known")], "known-failure"),
 ])
 def test_aggregation_status(outcomes, status):
     assert _cell(outcomes)["status"] == status
@@ -91,7 +104,8 @@ def test_results_are_sorted_and_complete():
     assert keys == [("a.clause", 1), ("a.clause", 4), ("z.clause", 4)]
     assert set(report["results"][0]) == {"target", "clause", "world_size", "status", "examples",
                                          "tests", "reason", "first_failing_example",
-                                         "examples_to_first_failure"}
+                                         "examples_to_first_failure", "failures", "incompatible"}
+    assert report["environment"] == []
 
 
 def _mixed_report():
@@ -138,3 +152,256 @@ def test_summary_lines():
     assert "  FAIL keras ops.matmul w2: AssertionError: mismatch" in lines
     assert f"  NOT-RUN keras train.equivalence w2: {NOT_RUN_REASON}" in lines
     assert len(lines) == 3
+
+
+# -- every distinct failure ----------------------------------------------------
+
+def test_fail_keeps_every_failure_with_its_test_and_example():
+    builder = ReportBuilder()
+    builder.record(target="keras", clause="train.equivalence", world_size=2, nodeid="t::a[w2]", outcome="failed",
+                   examples=9, failures=[("AssertionError: loss", "ex loss"), ("AssertionError: weights", "ex w")],
+                   examples_to_failure=4)
+    builder.record(target="keras", clause="train.equivalence", world_size=2, nodeid="t::b[w2]", outcome="failed",
+                   examples=3, failures=[("RankError: grad", "ex grad")], examples_to_failure=3)
+    (cell,) = builder.build(HEADER, [], ["keras"])["results"]
+    assert cell["status"] == "fail"
+    assert (cell["reason"], cell["first_failing_example"]) == ("AssertionError: loss", "ex loss")
+    assert cell["failures"] == [
+        # Hypothesis counts examples to a test's first failure, not per failure.
+        {"test": "t::a[w2]", "reason": "AssertionError: loss", "example": "ex loss", "examples_to_failure": None},
+        {"test": "t::a[w2]", "reason": "AssertionError: weights", "example": "ex w", "examples_to_failure": None},
+        {"test": "t::b[w2]", "reason": "RankError: grad", "example": "ex grad", "examples_to_failure": 3},
+    ]
+    md = to_markdown({"header": HEADER, "results": [cell]})
+    assert "3 distinct failures:" in md
+    for text in ("AssertionError: weights", "ex w", "ex grad", "`t::b[w2]` (first failure after 3 examples)"):
+        assert text in md
+    lines = summary_lines({"header": HEADER, "results": [cell]})
+    assert lines[1:] == ["  FAIL keras train.equivalence w2: AssertionError: loss",
+                         "    also: AssertionError: weights (t::a[w2])", "    also: RankError: grad (t::b[w2])"]
+
+
+def test_known_failure_keeps_the_failures_seen():
+    builder = ReportBuilder()
+    builder.record(target="keras", clause="variable.read", world_size=2, nodeid="t::a[w2]", outcome="xfailed",
+                   examples=5, reason="known failure: reads give the shard",
+                   failures=[("AssertionError: read gave the shard", "ex")])
+    (cell,) = builder.build(HEADER, [], ["keras"])["results"]
+    assert (cell["status"], cell["reason"]) == ("known-failure", "known failure: reads give the shard")
+    assert [f["reason"] for f in cell["failures"]] == ["AssertionError: read gave the shard"]
+
+
+# -- incompatible --------------------------------------------------------------
+
+def _incompatible_report():
+    builder = ReportBuilder()
+    builder.record(target="keras", clause="layout.placements", world_size=2, nodeid="t::p[w2]",
+                   outcome="incompatible", examples=1, reason="_to_backend_layout returned a str, not a layout")
+    builder.record(target="keras", clause="mesh.identity", world_size=2, nodeid="t::m[w2]", outcome="failed",
+                   examples=4, failures=[("AssertionError: stale mesh", "ex")])
+    builder.record(target="keras", clause="mesh.identity", world_size=2, nodeid="t::n[w2]",
+                   outcome="incompatible", examples=1, reason="backend_mesh is a dict")
+    return builder.build(HEADER, [], ["keras"])
+
+
+def test_incompatible_cells_and_their_reasons():
+    cells = {c["clause"]: c for c in _incompatible_report()["results"]}
+    placements, mesh = cells["layout.placements"], cells["mesh.identity"]
+    assert (placements["status"], placements["reason"]) == ("incompatible",
+                                                            "_to_backend_layout returned a str, not a layout")
+    assert placements["incompatible"] == [{"test": "t::p[w2]", "reason": placements["reason"]}]
+    assert placements["failures"] == []
+    # A failure wins the cell; the other test's incompatibility is kept beside it.
+    assert mesh["status"] == "fail"
+    assert mesh["incompatible"] == [{"test": "t::n[w2]", "reason": "backend_mesh is a dict"}]
+
+
+def test_incompatible_in_markdown_and_summary():
+    report = _incompatible_report()
+    md = to_markdown(report)
+    assert "| `layout.placements` | incompatible (1) |" in md
+    section = md.split("## Incompatible")[1].split("## Unsupported")[0]
+    assert "- keras layout.placements w2, `t::p[w2]`: _to_backend_layout returned a str, not a layout" in section
+    assert "- keras mesh.identity w2 (cell: fail), `t::n[w2]`: backend_mesh is a dict" in section
+    assert "keras layout.placements w2" not in md.split("## Failures")[1].split("## Incompatible")[0]
+    lines = summary_lines(report)
+    assert lines[0] == "kdist-props report: 1 fail, 1 incompatible"
+    assert "  INCOMPATIBLE keras layout.placements w2: _to_backend_layout returned a str, not a layout" in lines
+
+
+# -- the environment section ---------------------------------------------------
+
+def _environment_report(status_by_size):
+    outcomes = {"present": "xfailed", "absent": "passed", "skipped": "skipped", "error": "failed"}
+    builder = ReportBuilder()
+    for world_size, status in status_by_size.items():
+        builder.record_environment(probe="torch-permuted-mesh-gather", world_size=world_size,
+                                   test=f"t::env[w{world_size}]", outcome=outcomes[status],
+                                   reason=None if status == "absent" else f"{status} detail",
+                                   workaround="meshes in rank order")
+    return builder.build({**HEADER, "torch_version": "2.13.0"}, [], ["keras"])
+
+
+def test_environment_probes_are_apart_from_cells():
+    report = _environment_report({1: "skipped", 2: "present", 4: "present"})
+    assert report["results"] == []  # no target cell, of any target
+    assert [(p["world_size"], p["status"], p["torch_version"]) for p in report["environment"]] == [
+        (1, "skipped", "2.13.0"), (2, "present", "2.13.0"), (4, "present", "2.13.0")]
+    assert report["environment"][1]["detail"] == "present detail"
+    assert summary_lines(report)[1:] == [
+        "environment: torch bug torch-permuted-mesh-gather present at w2, w4 (torch 2.13.0); "
+        "not counted against any target"]
+    assert "| `torch-permuted-mesh-gather` | w2 | present | 2.13.0 | present detail |" in to_markdown(report)
+
+
+def test_a_fixed_torch_is_loud():
+    report = _environment_report({2: "absent", 4: "error"})
+    absent, error = report["environment"]
+    assert absent["detail"] == "the torch bug no longer shows: remove the suite's workaround (meshes in rank order)"
+    assert summary_lines(report)[1:] == [
+        "  ENVIRONMENT CHANGED: torch bug torch-permuted-mesh-gather ABSENT at w2 (torch 2.13.0): " + absent["detail"],
+        "  ENVIRONMENT PROBE ERROR torch-permuted-mesh-gather w4: error detail"]
+
+
+# -- reading pytest's failure text ---------------------------------------------
+
+PYTEST_FAILURE = """\
+    @given(data=st.data())
+>   def test_x(kdist, data):
+E   kdist_props.cluster.errors.RankError: rank(s) [0] of 2 raised: ValueError: bad
+E   --- rank 0 ---
+E   Traceback (most recent call last):
+E   ValueError: bad
+E   Falsifying example: test_x(
+E       kdist=kdist(target='keras', world_size=2),
+E       data=data(...),
+E   )
+E   Draw 1 (mesh): MeshSpec(shape=(2,), axis_names=('a',), ranks=(0, 1))
+E   You can reproduce this example by temporarily adding @reproduce_failure('6', b'AA') as a decorator
+"""
+
+
+def test_one_failure_in_pytest_text():
+    assert failures_in(PYTEST_FAILURE) == [(
+        "kdist_props.cluster.errors.RankError: rank(s) [0] of 2 raised: ValueError: bad",
+        "Falsifying example: test_x(\n    kdist=kdist(target='keras', world_size=2),\n    data=data(...),\n)\n"
+        "Draw 1 (mesh): MeshSpec(shape=(2,), axis_names=('a',), ranks=(0, 1))")]
+
+
+# Two distinct bugs, so Hypothesis raises an ExceptionGroup with two shrunk examples.
+TWO_BUGS = '''
+from hypothesis import given, strategies as st
+
+@given(data=st.data())
+def test_two_bugs(data):
+    x = data.draw(st.integers(0, 100), label="x")
+    if x > 10:
+        assert x < 5, f"expected x < 5, got {x}"
+    if x == 3:
+        raise ValueError(f"three is bad: {x}")
+'''
+
+
+def _two_bug_longrepr(tmp_path):
+    """The longrepr text pytest gives a Hypothesis test that finds two distinct bugs."""
+    (tmp_path / "test_two.py").write_text(TWO_BUGS)
+    (tmp_path / "conftest.py").write_text(textwrap.dedent('''
+        import pytest
+        @pytest.hookimpl(hookwrapper=True)
+        def pytest_runtest_makereport(item, call):
+            report = (yield).get_result()
+            if report.when == "call" and report.failed:
+                open("longrepr.txt", "w").write(str(report.longrepr))
+    '''))
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:kdist_props",
+                    "test_two.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    return (tmp_path / "longrepr.txt").read_text()
+
+
+def test_a_real_exception_group_gives_two_failures(tmp_path):
+    text = _two_bug_longrepr(tmp_path)
+    assert "Hypothesis found 2 distinct failures" in text, text
+    (first, first_example), (second, second_example) = sorted(failures_in(text))
+    assert first == "AssertionError: expected x < 5, got 11"
+    assert second == "ValueError: three is bad: 3"
+    assert first_example.splitlines()[-1] == "Draw 1 (x): 11"
+    assert second_example.splitlines()[-1] == "Draw 1 (x): 3"
+    assert first_example.splitlines()[:3] == ["Failing test case: test_two_bugs(", "    data=data(...),", ")"]
+
+
+# -- end to end: a pytest session writes the report ------------------------------
+
+SESSION_TESTS = '''
+import pytest
+from hypothesis import given, strategies as st
+
+
+@pytest.mark.clause("layout.variable")
+@given(data=st.data())
+def test_two_bugs(kdist, data):
+    x = data.draw(st.integers(0, 100), label="x")
+    if x > 10:
+        assert x < 5, f"expected x < 5, got {x}"
+    if x == 3:
+        raise ValueError(f"three is bad: {x}")
+
+@pytest.mark.clause("layout.variable")
+def test_cannot_drive(kdist):
+    pytest.skip("incompatible: _to_backend_layout returned a str")
+
+
+@pytest.mark.clause("ops.scope")
+def test_only_incompatible(kdist):
+    pytest.skip("incompatible: backend_layout is a dict")
+
+
+@pytest.mark.clause("variable.read")
+def test_known_reason(kdist):
+    raise AssertionError("read gave the local shard")
+
+
+@pytest.mark.clause("variable.assign")
+def test_new_reason(kdist):
+    raise AssertionError("assign lost the layout")
+'''
+
+BASELINE = '''
+[[known_failure]]
+test = "test_session.py::test_known_reason"
+match = "local shard"
+reason = "reads give the local shard"
+
+[[known_failure]]
+test = "test_session.py::test_new_reason"
+match = "local shard"
+reason = "reads give the local shard"
+'''
+
+
+def test_session_report_keeps_failures_incompatible_and_baseline_match(tmp_path):
+    import keras
+
+    (tmp_path / "test_session.py").write_text(SESSION_TESTS)
+    (tmp_path / "baselines").mkdir()
+    (tmp_path / "baselines" / f"keras-{keras.__version__}.toml").write_text(BASELINE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KDIST_", "CI"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_session.py", "--kdist-target=keras",
+         "--kdist-world-sizes=1", "--kdist-profile=ci", "--kdist-baselines=baselines", "--kdist-report=r.json"],
+        cwd=tmp_path, env={**env, "KERAS_BACKEND": "torch"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
+    cells = {c["clause"]: c for c in load(tmp_path / "r.json")["results"] if c["status"] != "not-run"}
+    variable = cells["layout.variable"]
+    assert variable["status"] == "fail"
+    assert sorted(f["reason"] for f in variable["failures"]) == [
+        "AssertionError: expected x < 5, got 11", "ValueError: three is bad: 3"]
+    assert {f["example"].splitlines()[-1] for f in variable["failures"]} == {"Draw 1 (x): 11", "Draw 1 (x): 3"}
+    assert variable["incompatible"] == [{"test": "test_session.py::test_cannot_drive[w1]",
+                                         "reason": "_to_backend_layout returned a str"}]
+    assert (cells["ops.scope"]["status"], cells["ops.scope"]["reason"]) == ("incompatible",
+                                                                            "backend_layout is a dict")
+    assert cells["variable.read"]["status"] == "known-failure"
+    # Baselined, but failing for another reason than its `match`: a failure, with that reason.
+    assert (cells["variable.assign"]["status"], cells["variable.assign"]["reason"]) == (
+        "fail", "AssertionError: assign lost the layout")
+    assert "FAILED test_session.py::test_new_reason[w1]" in result.stdout

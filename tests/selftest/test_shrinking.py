@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdist_props.cluster import RankDesync, RankError
+from kdist_props.specs import SizeExample
 from tests.selftest.conftest import OK_DEADLINE_S
 
 pytestmark = pytest.mark.selftest
@@ -24,15 +25,15 @@ WORLD_SIZE = 2
 # -- rank-side bodies (module level, so the ranks can import them) ------------
 
 
-def raises_on_one_rank_from_threshold(ctx, example):
-    n = example["n"]
+def raises_on_one_rank_from_threshold(ctx, example: SizeExample) -> int:
+    n = example.n
     if ctx.rank == FAULTY_RANK and n >= THRESHOLD:
         raise ValueError(f"rank {ctx.rank} rejects n={n}")
     return n
 
 
-def disagrees_on_one_rank_from_threshold(ctx, example):
-    n = example["n"]
+def disagrees_on_one_rank_from_threshold(ctx, example: SizeExample) -> int:
+    n = example.n
     return n + 1 if ctx.rank == FAULTY_RANK and n >= THRESHOLD else n
 
 
@@ -49,7 +50,7 @@ def shrink(pools, body, *, agree, expected_error):
     def property_through_pool(n):
         tried.append(n)
         # Ask the manager each time, as the plugin's runner does.
-        pools.get(WORLD_SIZE).run(body, {"n": n}, target=None, deadline_s=OK_DEADLINE_S, agree=agree)
+        pools.get(WORLD_SIZE).run(body, SizeExample(n), target=None, deadline_s=OK_DEADLINE_S, agree=agree)
 
     with pytest.raises(expected_error) as caught:
         property_through_pool()

@@ -18,6 +18,7 @@ import torch
 from kdist_props.cluster import PoolManager, RankCrash, RankDesync, RankError, RankHang
 from kdist_props.cluster.errors import RankFailure
 from kdist_props.properties import probes
+from kdist_props.specs import FaultExample, RankIdentity, SizeExample
 from tests.selftest.conftest import OK_DEADLINE_S, assert_reaped, describe
 
 pytestmark = [pytest.mark.selftest, pytest.mark.stress]
@@ -67,11 +68,11 @@ def schedule(rng, faults):
                 bag = rng.sample(list(EXPECTED_ERROR), len(EXPECTED_ERROR))
             kind = bag.pop()
             world_size = rng.choice(valid_world_sizes(kind))
-            steps.append((kind, world_size, {"kind": kind, "rank": rng.randrange(world_size), "value": 7}))
+            steps.append((kind, world_size, FaultExample(kind, rng.randrange(world_size), 7)))
             injected += 1
         else:
             kind = rng.choice(ORDINARY)
-            steps.append((kind, rng.choice(WORLD_SIZES), {"n": rng.randint(1, 8)}))
+            steps.append((kind, rng.choice(WORLD_SIZES), SizeExample(rng.randint(1, 8))))
     return steps
 
 
@@ -84,15 +85,15 @@ def check_ordinary(pools, step, kind, world_size, example):
     pool = pools.get(world_size)
     body = getattr(probes, kind)
     got = pool.run(body, example, target=None, deadline_s=OK_DEADLINE_S)
-    where = f"step {step}: {kind}{example} on {world_size} ranks"
+    where = f"step {step}: {kind}({example}) on {world_size} ranks"
     assert len(got) == world_size, f"{where}: expected {world_size} observations, got {len(got)}"
     if kind == "noop":
         assert got == [None] * world_size, f"{where}: expected None from every rank, got {got}"
     elif kind == "rank_identity":
-        expected = [{"rank": r, "world_size": world_size, "pid": pid} for r, pid in enumerate(pool.pids)]
+        expected = [RankIdentity(r, world_size, pid) for r, pid in enumerate(pool.pids)]
         assert got == expected, f"{where}: expected {expected}, got {got}"
     else:
-        expected = expected_matmul(example["n"])
+        expected = expected_matmul(example.n)
         for r, tensor in enumerate(got):
             assert torch.equal(tensor, expected), f"{where}: rank {r} expected\n{expected}\ngot\n{tensor}"
 
@@ -106,7 +107,7 @@ def check_fault(pools, step, kind, world_size, example):
         got = pool.run(probes.fault, example, target=None, deadline_s=deadline_s, agree=True)
     except RankFailure as error:
         assert type(error) is expected, f"{where}: expected {expected.__name__}, got {type(error).__name__}:\n{error}"
-        assert f"--- rank {example['rank']} ---" in str(error), f"{where}: the report omits the faulty rank:\n{error}"
+        assert example.rank in error.details, f"{where}: the report omits the faulty rank:\n{error}"
     else:
         pytest.fail(f"{where}: expected {expected.__name__}, got observations {got}")
     if pool_survives(kind, world_size):

@@ -8,6 +8,7 @@ import json
 import os
 
 from kdist_props.properties import probes
+from kdist_props.specs import FaultExample
 
 
 def test_hangs(kdist):
@@ -20,4 +21,4 @@ def test_hangs(kdist):
     os.replace(path + ".tmp", path)  # atomic: the parent never reads half a file
     # Rank 1 never answers; the long --kdist-deadline the parent passes keeps
     # the driver waiting in the dispatch until the parent's signal arrives.
-    kdist.run(probes.fault, {"kind": "hang", "rank": 1})
+    kdist.run(probes.fault, FaultExample("hang", 1))

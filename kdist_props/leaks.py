@@ -1,0 +1,76 @@
+"""`kdist-props leaks`: the ci profile of the properties on the reference and
+on the `leaky-process-groups` mutant (a process group per mesh conversion,
+variable and training step, as Keras master makes), in one run.
+
+The pool replaces itself before leaked groups pile up on its ranks, so the
+leaky target must cost at most MAX_RATIO times the reference's wall time, and
+no rank may ever hold more than THREAD_CEILING threads. Prints both times and
+`leaky-target: ratio=<leaky / reference> max_threads=<most threads a rank held>`;
+exits 1 when either bound is broken.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+from kdist_props.cluster.pool import THREAD_CEILING
+
+LEAKY = "mutant:leaky-process-groups"
+MAX_RATIO = 1.5
+MAX_THREADS_LINE = re.compile(r"max threads held by a rank: (\d+)")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="kdist-props leaks", description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", nargs="+", default=["tests/properties"], help="test paths (default tests/properties)")
+    parser.add_argument("--world-sizes", default="1,2,4")
+    parser.add_argument("--profile", default="ci")
+    parser.add_argument("--reports", default="reports", help="folder for the two reports and logs")
+    return parser.parse_args(argv)
+
+
+def timed_run(args, target):
+    """(wall seconds, pytest exit code, most threads a rank held) of one pytest run on `target`."""
+    name = "leaks-" + target.replace("mutant:", "")
+    report = os.path.join(args.reports, name + ".json")
+    log_path = os.path.join(args.reports, name + ".log")
+    os.makedirs(args.reports, exist_ok=True)
+    command = [sys.executable, "-m", "pytest", *args.tests, "-q", "-p", "no:cacheprovider",
+               f"--kdist-target={target}", f"--kdist-world-sizes={args.world_sizes}",
+               f"--kdist-profile={args.profile}", "--kdist-mutant-scope=all", f"--kdist-report={report}"]
+    print("running:", " ".join(command), f"(output in {log_path})", flush=True)
+    began = time.monotonic()
+    with open(log_path, "w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall = time.monotonic() - began
+    with open(log_path) as log:
+        text = log.read()
+    found = MAX_THREADS_LINE.findall(text)
+    if code not in (0, 1) or not found:
+        sys.stdout.write(text[-5000:])
+        raise SystemExit(f"pytest on {target} exited with {code}; see {log_path}")
+    return wall, code, int(found[-1])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    reference_s, reference_code, reference_threads = timed_run(args, "reference")
+    leaky_s, _, leaky_threads = timed_run(args, LEAKY)
+    ratio = leaky_s / reference_s
+    max_threads = max(reference_threads, leaky_threads)
+    print(f"reference: {reference_s:.1f} s (pytest exit {reference_code}); {LEAKY}: {leaky_s:.1f} s "
+          f"(worlds {args.world_sizes}, {args.profile} profile, every clause)")
+    print(f"leaky-target: ratio={ratio:.2f} max_threads={max_threads}")
+    failures = []
+    if reference_code != 0:
+        failures.append("the reference failed a property (see its log)")
+    if ratio > MAX_RATIO:
+        failures.append(f"the leaky target took {ratio:.2f}x the reference's time (at most {MAX_RATIO})")
+    if max_threads > THREAD_CEILING:
+        failures.append(f"a rank held {max_threads} threads (at most {THREAD_CEILING})")
+    for failure in failures:
+        print(f"kdist-props leaks: {failure}", file=sys.stderr)
+    return 1 if failures else 0
