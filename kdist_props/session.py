@@ -75,6 +75,18 @@ class TestRecord:
     slowest_ok_s: float = 0.0
     long_waits: int = 0  # examples that waited the whole --kdist-deadline
     short_waits: int = 0  # examples that hung under the short deadline
+    most_threads_added: int = 0  # by one run of this test (a stateful program counts as one)
+    program_threads_added: int = 0  # by the stateful program under way
+
+    def headroom(self):
+        """Threads the next run may add, for the pool's replacement rule (cluster/pool.py):
+        what this test's most expensive run added, a quarter more and two groups' worth
+        for a run that leaks more than any before it (3 threads a gloo group)."""
+        return int(self.most_threads_added * 1.25) + 2 * 3
+
+    def note_threads_added(self, added, *, continues_program):
+        self.program_threads_added = (self.program_threads_added if continues_program else 0) + max(0, added)
+        self.most_threads_added = max(self.most_threads_added, self.program_threads_added)
 
     @property
     def has_hung(self):
@@ -125,7 +137,8 @@ class Runner:
         # hold too much of what the target leaked.
         may_replace = starts_state or not stateful
         pool = self.session.pool_for(self.world_size, target=self.target,
-                                     replace_if=(lambda p: p.holds_too_much()) if may_replace else None)
+                                     replace_if=(lambda p: p.holds_too_much(record.headroom())) if may_replace
+                                     else None)
         clean_target, record.clean_target = record.clean_target, False
         deadline, deadline_name, long_wait = self.deadline(record)
         before = pool.leaked()
@@ -153,7 +166,9 @@ class Runner:
             raise
         finally:
             if not pool.broken:
-                self.session.note_leaks(self.target, self.world_size, before, pool.leaked())
+                after = pool.leaked()
+                self.session.note_leaks(self.target, self.world_size, before, after)
+                record.note_threads_added(after.threads - before.threads, continues_program=stateful and not starts_state)
         record.slowest_ok_s = max(record.slowest_ok_s, time.monotonic() - began)
         return observations
 

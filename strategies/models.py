@@ -29,10 +29,10 @@ def model_specs(draw, max_layers=3):
 
 
 @st.composite
-def model_distributions(draw, world_size, model):
+def model_distributions(draw, world_size, model, kind=None):
     """DataParallel over every rank, or ModelParallel on a (1, world) mesh with
-    kernels and biases sharded on drawn dims (or replicated)."""
-    kind = draw(st.sampled_from([DATA_PARALLEL, MODEL_PARALLEL]), label="distribution")
+    kernels and biases sharded on drawn dims (or replicated); `kind` fixes which."""
+    kind = kind or draw(st.sampled_from([DATA_PARALLEL, MODEL_PARALLEL]), label="distribution")
     ranks = tuple(range(world_size))
     if kind == DATA_PARALLEL:
         mesh = MeshSpec(shape=(world_size,), axis_names=("batch",), ranks=ranks)
@@ -46,8 +46,9 @@ def model_distributions(draw, world_size, model):
 
 
 @st.composite
-def train_specs(draw, world_size, entry=None):
-    """A training run; `entry` fixes the entry point (fit or train_on_batch), else it is drawn."""
+def train_specs(draw, world_size, entry=None, kind=None):
+    """A training run; `entry` fixes the entry point (fit or train_on_batch) and
+    `kind` the distribution (DataParallel or ModelParallel), else they are drawn."""
     model = draw(model_specs(), label="model")
     per_rank = draw(st.integers(1, 3), label="per-rank batch")
     optimizer = draw(st.sampled_from(OPTIMIZERS), label="optimizer")
@@ -56,7 +57,7 @@ def train_specs(draw, world_size, entry=None):
     steps = 1 if optimizer == "adam" else draw(st.integers(1, 3), label="steps")
     return TrainSpec(
         model=model,
-        distribution=draw(model_distributions(world_size, model), label="distribution"),
+        distribution=draw(model_distributions(world_size, model, kind), label="distribution"),
         optimizer=optimizer,
         learning_rate=draw(st.sampled_from([0.125, 0.25, 0.5]), label="learning rate"),
         steps=steps,

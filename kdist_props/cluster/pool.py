@@ -179,7 +179,7 @@ class Pool:
             raise RankCrash(f"rank(s) {sorted(dead)} died {when}", self._death_reports(dead))
 
     def close(self):
-        """Shut the ranks down in order; kill whatever does not leave in time."""
+        """Shut the ranks down in order; whatever does not leave in time is made to."""
         if self.closed:
             return
         if not self.broken:
@@ -188,10 +188,15 @@ class Pool:
                     conn.send_bytes(pickle.dumps(SHUTDOWN))
                 except OSError:
                     pass
-            deadline = time.monotonic() + SHUTDOWN_GRACE_S
-            for proc in self.procs:
-                select.select([proc.sentinel], [], [], max(0.0, deadline - time.monotonic()))
-        self.kill()
+            self._wait_for_exits(time.monotonic() + SHUTDOWN_GRACE_S)
+        self._after_shutdown()
+
+    def _wait_for_exits(self, deadline):
+        for proc in self.procs:
+            select.select([proc.sentinel], [], [], max(0.0, deadline - time.monotonic()))
+
+    def _after_shutdown(self):
+        self.kill()  # reaps them all, and frees the connections and the work folder
 
     def kill(self):
         """SIGKILL every rank's process group, reap them, free everything."""
@@ -265,10 +270,11 @@ class Pool:
         now = self.leaked()
         return now.threads > self.fresh.threads or now.process_groups > self.fresh.process_groups
 
-    def holds_too_much(self):
-        """Whether some rank holds enough leaked threads or groups to be replaced (see PoolManager)."""
+    def holds_too_much(self, headroom):
+        """Whether a next run that adds up to `headroom` threads could take some
+        rank past THREAD_CEILING, or a rank holds more than MAX_GROUPS groups."""
         now = self.leaked()
-        return now.threads > REPLACE_ABOVE_THREADS or now.process_groups > REPLACE_ABOVE_GROUPS
+        return now.threads + headroom > THREAD_CEILING or now.process_groups > MAX_GROUPS
 
     def _dispatch(self, message, request, deadline_s, deadline_name):
         for conn in self.conns.values():
@@ -423,15 +429,18 @@ def describe_exit(code):
 
 # When a pool is replaced because its ranks pile up what targets leak. A fresh
 # rank holds 5 threads and 1 process group (the world); gloo adds 3 threads per
-# group it keeps. The pool is replaced, wherever a run may start from scratch,
-# once a rank holds more than REPLACE_ABOVE_THREADS threads or
-# REPLACE_ABOVE_GROUPS groups: one example (or one stateful program, which is
-# never cut) may then leak (64 - 32) / 3 = 10 more groups before any rank holds
-# THREAD_CEILING threads. A replacement costs a fork (~25 ms at 2 ranks); a
-# rank with hundreds of idle gloo threads slows every example down.
-REPLACE_ABOVE_THREADS = 32
-REPLACE_ABOVE_GROUPS = 10
+# group it keeps, and a leaky target (Keras master) adds groups with every
+# mesh conversion. Wherever a run may start from scratch, the pool is replaced
+# when the next run could take a rank past THREAD_CEILING threads: when a
+# rank's threads plus the run's headroom (session.Runner: the most threads one
+# run of the same test has added, a stateful program counting as one run) pass
+# it. Every test starts on ranks that hold nothing leaked, so its first run has
+# the whole ceiling. A replacement costs a fork and a handshake (~25 ms at 2
+# ranks, more with the first example's cold caches); a rank with hundreds of
+# idle gloo threads slows every example down. MAX_GROUPS bounds groups that
+# cost no threads (or that a backend keeps elsewhere).
 THREAD_CEILING = 64
+MAX_GROUPS = 20
 
 
 class PoolManager:

@@ -28,7 +28,6 @@ from kdist_props.cluster.rank import recv, send
 from kdist_props.cluster.remote_rank import (REPLACED, Control, DumpStacks, Exit, Hello, Stacks, StoreAddress, Welcome,
                                              authenticate, authkey_from_environment, format_address, receive_timeout)
 from kdist_props.environment import ConfigError
-from kdist_props.specs import SHUTDOWN
 
 HANDSHAKE_TIMEOUT_S = 10.0  # a peer that connects and then says nothing must not stall the driver
 DUMP_WAIT_S = 5.0  # dumps cross the network
@@ -169,18 +168,8 @@ class RemotePool(Pool):
                 f"group; is torchrun running with --driver={format_address(self.listener.getsockname()[:2])}, "
                 "the same KDIST_AUTHKEY and restarts left (--max-restarts)?")
 
-    def close(self):
-        """Shut the ranks down in order (they exit 0 and torchrun's agents finish)."""
-        if self.closed:
-            return
-        if not self.broken:
-            for conn in self.conns.values():
-                try:
-                    send(conn, SHUTDOWN)
-                except OSError:
-                    pass
-            self._wait_for_exits(time.monotonic() + SHUTDOWN_GRACE_S)
-        self._end(0)
+    def _after_shutdown(self):
+        self._end(0)  # they exit 0, and torchrun's agents finish
 
     def kill(self):
         """Make every rank exit with REPLACED, wherever it is: its node's agent

@@ -13,11 +13,15 @@ from kdist_props.strategies.meshes import meshes
 from kdist_props.strategies.tensors import distributions, variable_specs
 
 
-def expected_layout(kdist, distribution, variable):
+def assert_layout_follows(kdist, distribution, variable):
+    """Every rank sees the layout the distribution must give `variable`."""
     mesh = distribution.mesh
     devices = tuple(mesh.devices("cpu" if kdist.session.device == "cpu" else "gpu"))
-    return LayoutObservation("TensorLayout", oracles.expected_variable_axes(distribution, variable),
-                             (mesh.shape, mesh.axis_names, devices))
+    expected = LayoutObservation("TensorLayout", oracles.expected_variable_axes(distribution, variable),
+                                 (mesh.shape, mesh.axis_names, devices))
+    example = VariableLayoutExample(distribution, variable)
+    for rank, layout in enumerate(kdist.run(tier_a.variable_layout, example, agree=True)):
+        assert layout == expected, oracles.describe_mismatch(f"rank {rank} layout", expected, layout, example)
 
 
 @pytest.mark.clause("layout.variable")
@@ -26,10 +30,7 @@ def test_variable_layout_follows_the_distribution(kdist, data):
     mesh = data.draw(meshes(kdist.world_size), label="mesh")
     variable = data.draw(variable_specs(mesh), label="variable")
     distribution = data.draw(distributions(mesh, variable), label="distribution")
-    example = VariableLayoutExample(distribution, variable)
-    expected = expected_layout(kdist, distribution, variable)
-    for rank, layout in enumerate(kdist.run(tier_a.variable_layout, example, agree=True)):
-        assert layout == expected, oracles.describe_mismatch(f"rank {rank} layout", expected, layout, example)
+    assert_layout_follows(kdist, distribution, variable)
 
 
 @pytest.mark.clause("layout.variable")
@@ -41,10 +42,7 @@ def test_data_parallel_on_a_multi_axis_mesh_replicates(kdist, data):
     mesh = data.draw(meshes(kdist.world_size, min_ndim=2), label="multi-axis mesh")
     variable = data.draw(variable_specs(mesh), label="variable")
     distribution = DistributionSpec(DATA_PARALLEL, mesh, batch_dim_name=mesh.axis_names[0])
-    example = VariableLayoutExample(distribution, variable)
-    expected = expected_layout(kdist, distribution, variable)
-    for rank, layout in enumerate(kdist.run(tier_a.variable_layout, example, agree=True)):
-        assert layout == expected, oracles.describe_mismatch(f"rank {rank} layout", expected, layout, example)
+    assert_layout_follows(kdist, distribution, variable)
 
 
 @pytest.mark.clause("layout.placements")

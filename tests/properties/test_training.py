@@ -3,24 +3,33 @@
 Each test checks one fact, so that one bug cannot hide another: the loss the
 entry point reports, the final weights, agreement between replicas, and that
 every variable gets a gradient are separate tests, each run through `fit` and
-through `train_on_batch`. The oracle (training.train) gives every expected
+through `train_on_batch`, under DataParallel and under ModelParallel (a target
+whose ModelParallel training crashes must still show whether its
+DataParallel training is right). The oracle (training.train) gives every expected
 number with its float32 error bound; a value is wrong only outside it.
 """
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdist_props import oracles, training
 from kdist_props.properties import training as bodies
-from kdist_props.specs import TrainExample
+from kdist_props.specs import DATA_PARALLEL, MODEL_PARALLEL, TrainExample
 from kdist_props.strategies.models import ENTRIES, train_specs
 
 
-def trained(kdist, data, entry=None):
+# A train.equivalence test runs once per (entry point, distribution); each gets
+# half the profile's examples, so that every distribution gets the examples it
+# got when it was drawn, and the clause costs what it did.
+PER_DISTRIBUTION = settings(settings.default, max_examples=max(1, settings.default.max_examples // 2))
+each_run = pytest.mark.parametrize("entry, kind", [(e, k) for e in ENTRIES for k in (DATA_PARALLEL, MODEL_PARALLEL)])
+
+
+def trained(kdist, data, entry=None, kind=None):
     """(example, what the oracle expects, observations by rank) of one drawn training run."""
-    example = TrainExample(train=data.draw(train_specs(kdist.world_size, entry), label="training"))
+    example = TrainExample(train=data.draw(train_specs(kdist.world_size, entry, kind), label="training"))
     return example, training.train(example.train), kdist.run(bodies.train, example)
 
 
@@ -29,10 +38,11 @@ def bounded(expected):
 
 
 @pytest.mark.clause("train.equivalence")
-@pytest.mark.parametrize("entry", ENTRIES)
+@each_run
+@PER_DISTRIBUTION
 @given(data=st.data())
-def test_reported_loss_is_the_loss_on_the_global_batch(kdist, entry, data):
-    example, expected, observations = trained(kdist, data, entry)
+def test_reported_loss_is_the_loss_on_the_global_batch(kdist, entry, kind, data):
+    example, expected, observations = trained(kdist, data, entry, kind)
     for rank, got in enumerate(observations):
         assert len(got.losses) == len(expected.losses), oracles.describe_mismatch(
             f"rank {rank} number of losses", len(expected.losses), len(got.losses), example)
@@ -42,10 +52,11 @@ def test_reported_loss_is_the_loss_on_the_global_batch(kdist, entry, data):
 
 
 @pytest.mark.clause("train.equivalence")
-@pytest.mark.parametrize("entry", ENTRIES)
+@each_run
+@PER_DISTRIBUTION
 @given(data=st.data())
-def test_final_weights_match_single_process_training(kdist, entry, data):
-    example, expected, observations = trained(kdist, data, entry)
+def test_final_weights_match_single_process_training(kdist, entry, kind, data):
+    example, expected, observations = trained(kdist, data, entry, kind)
     for rank, got in enumerate(observations):
         assert [path for path, _ in got.final] == list(expected.weights), oracles.describe_mismatch(
             f"rank {rank} variables", list(expected.weights), [path for path, _ in got.final], example)
@@ -57,23 +68,25 @@ def test_final_weights_match_single_process_training(kdist, entry, data):
 
 
 @pytest.mark.clause("train.equivalence")
-@pytest.mark.parametrize("entry", ENTRIES)
+@each_run
+@PER_DISTRIBUTION
 @given(data=st.data())
-def test_every_rank_ends_with_the_same_weights(kdist, entry, data):
+def test_every_rank_ends_with_the_same_weights(kdist, entry, kind, data):
     """Replicated or sharded, every rank reads the same full value: bit for bit, as it is moved, not computed."""
-    example, _, observations = trained(kdist, data, entry)
+    example, _, observations = trained(kdist, data, entry, kind)
     for rank, got in enumerate(observations[1:], start=1):
         for path, value in observations[0].final:
             oracles.assert_identical(got.final_value(path), value, f"rank {rank} vs rank 0 {path}", example)
 
 
 @pytest.mark.clause("train.equivalence")
-@pytest.mark.parametrize("entry", ENTRIES)
+@each_run
+@PER_DISTRIBUTION
 @given(data=st.data())
-def test_every_variable_that_should_move_moves(kdist, entry, data):
+def test_every_variable_that_should_move_moves(kdist, entry, kind, data):
     """Gradient flow: a variable that single-process training surely moves (by
     more than its error bound) must not keep its initial value."""
-    example, expected, observations = trained(kdist, data, entry)
+    example, expected, observations = trained(kdist, data, entry, kind)
     for rank, got in enumerate(observations):
         for path in expected.weights:
             if expected.surely_moved(path):

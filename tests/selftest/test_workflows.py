@@ -1,9 +1,11 @@
 """The GitHub Actions workflows: actionlint finds nothing, and every test step
 is a tox command that a user can run locally unchanged."""
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,9 @@ def test_there_are_pr_and_nightly_workflows():
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
 def test_actionlint_finds_nothing(workflow):
-    actionlint = shutil.which("actionlint")
+    # Installed beside this interpreter by tox -e selftest (its bin may not be on PATH).
+    actionlint = shutil.which("actionlint", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                                  os.environ.get("PATH", "")]))
     assert actionlint, "actionlint is not installed (tox -e selftest installs it)"
     result = subprocess.run([actionlint, "-no-color", str(workflow)], capture_output=True, text=True)
     assert result.returncode == 0, f"actionlint on {workflow.name}:\n{result.stdout}{result.stderr}"
