@@ -420,6 +420,24 @@ class _Anything:
     def __mro_entries__(self, bases):
         return (object,)
 
+    # Module-level settings arithmetic (e.g. `settings.default.max_examples // 2`).
+    def _absorb(self, *args):
+        return self
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _absorb
+    __floordiv__ = __rfloordiv__ = __truediv__ = __rtruediv__ = _absorb
+
+    def __index__(self):
+        return 1
+
+    def __iter__(self):  # module-level loops over stubbed constants (e.g. parametrize lists)
+        return iter(())
+
+    def __lt__(self, other):
+        return False
+
+    __gt__ = __le__ = __ge__ = __lt__
+
 
 _ANY = _Anything()
 

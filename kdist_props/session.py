@@ -323,7 +323,7 @@ class Session:
             keras_items += 1
             entry = self.baseline.match(item.nodeid, clause, world_size)
             if entry is not None:
-                item.add_marker(pytest.mark.xfail(strict=True, reason=f"known failure ({self.baseline.path}): "
+                item.add_marker(pytest.mark.xfail(strict=entry.strict, reason=f"known failure ({self.baseline.path}): "
                                                                       f"{entry.reason}"))
         for entry in self.baseline.unmatched() if keras_items else ():
             warnings.warn(f"baseline {self.baseline.path}: entry matches no test: {entry}")

@@ -14,7 +14,6 @@ import importlib
 import inspect
 
 import keras
-import numpy as np
 import torch
 from torch.distributed.device_mesh import DeviceMesh as TorchDeviceMesh
 from torch.distributed.tensor import DTensor
@@ -180,7 +179,7 @@ class KerasTarget(Target):
         if how == "set_weights":
             holder = keras.layers.Layer()
             holder.held = variable  # tracked: holder.weights == [variable]
-            holder.set_weights([np.asarray(value)])
+            holder.set_weights([keras.ops.convert_to_numpy(value)])  # numpy has no bfloat16 of its own
         elif how == "assign_add":
             variable.assign_add(value)
         else:

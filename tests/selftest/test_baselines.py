@@ -54,6 +54,22 @@ def test_match_by_test_nodeid_prefix(tmp_path):
     assert baseline.match("tests/properties/test_ops.py::test_mat", None, None) is None
 
 
+def test_param_selects_tests_by_a_pytest_parameter_and_strict_defaults_to_true(tmp_path):
+    baseline = _load(tmp_path, '''
+[[known_failure]]
+clause = "train.equivalence"
+param = "DataParallel"
+strict = false
+reason = "r"
+''')
+    entry = baseline.entries[0]
+    assert not entry.strict, f"expected strict = false to load as False, got {entry}"
+    assert baseline.match("t.py::test_loss[w2-fit-DataParallel]", "train.equivalence", 2) is entry
+    assert baseline.match("t.py::test_loss[w2-fit-ModelParallel]", "train.equivalence", 2) is None
+    assert baseline.match("t.py::test_loss", "train.equivalence", 2) is None  # no parameters at all
+    assert KnownFailure(reason="r").strict, "entries are strict unless they say otherwise"
+
+
 def test_match_by_clause_and_world_size(tmp_path):
     baseline = _load(tmp_path, '''
 [[known_failure]]
@@ -104,6 +120,8 @@ reason = "misspelled, so never used"
     ('[[known_failure]]\nclause = "a"\nreason = "r"\nworldsize = 2\n', "unknown key"),
     ('[[known_failure]]\nclause = "a"\nreason = "r"\nmatch = ""\n', "'match' must be"),
     ('[[known_failure]]\nclause = "a"\nreason = "r"\nmatch = "category ("\n', "not a valid regular expression"),
+    ('[[known_failure]]\nclause = "a"\nreason = "r"\nparam = ""\n', "'param' must be"),
+    ('[[known_failure]]\nclause = "a"\nreason = "r"\nstrict = "no"\n', "'strict' must be true or false"),
 ])
 def test_malformed_file_names_file_and_problem(tmp_path, text, problem):
     with pytest.raises(ValueError, match=problem) as info:

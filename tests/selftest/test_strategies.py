@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from kdist_props import oracles
 from kdist_props.strategies.dtypes import ALL
 from kdist_props.strategies.layouts import invalid_layouts, layouts
-from kdist_props.strategies.meshes import meshes
+from kdist_props.strategies.meshes import mesh_configs, meshes, near_twins
 from kdist_props.strategies.models import train_specs
 from kdist_props.strategies.tensors import MATMUL_KINDS, laid_out_tensors, matmul_cases
 
@@ -101,3 +101,17 @@ def test_training_runs_reach_both_distributions_optimizers_and_entries():
     assert {t.entry for t in drawn} == {"fit", "train_on_batch"}
     assert any(1 in t.model.widths for t in drawn), "a size-1 dim"
     assert any(w % 2 for t in drawn for w in t.model.widths[1:]), "a width that shards unevenly on 2 ranks"
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 4])
+def test_near_twins_differ_from_their_mesh_in_exactly_one_field(world_size):
+    device_types = ("cpu", "gpu")
+    pairs = examples(mesh_configs(world_size, device_types).flatmap(
+        lambda config: st.tuples(st.just(config), near_twins(config, world_size, device_types))))
+    for config, twin in pairs:
+        fields = {"shape": (config.mesh.shape, twin.mesh.shape), "axis names": (config.mesh.axis_names,
+                  twin.mesh.axis_names), "device order": (config.mesh.ranks, twin.mesh.ranks),
+                  "device type": (config.device_type, twin.device_type)}
+        differing = [name for name, (a, b) in fields.items() if a != b]
+        assert len(differing) == 1, f"expected exactly one differing field, got {differing} for {config} vs {twin}"
+
