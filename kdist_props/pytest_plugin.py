@@ -29,8 +29,9 @@ def pytest_addoption(parser):
                     help="JSON report path; the Markdown table goes next to it (.md)")
     group.addoption("--kdist-baselines", default=env("KDIST_BASELINES", "baselines"),
                     help="folder of known-failure files <target>-<version>.toml")
-    group.addoption("--kdist-mutant-scope", default="breaks", choices=("breaks", "all"),
-                    help="run a mutant on the clauses it breaks only, or on every clause")
+    group.addoption("--kdist-mutant-scope", default="breaks", choices=("breaks", "first-catch", "all"),
+                    help="run a mutant on the clauses it breaks only, on those until one of their tests "
+                         "fails (first-catch: the mutation analysis), or on every clause")
     group.addoption("--kdist-budget", type=float, default=float(env("KDIST_BUDGET", "0")) or None,
                     metavar="MINUTES", help="time-boxed fuzzing: run the properties round robin, a few examples "
                                             "per turn, until MINUTES have passed (env KDIST_BUDGET)")

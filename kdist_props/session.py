@@ -218,6 +218,7 @@ class Session:
     recorded: bool = False
     torchrun: str = None  # HOST:PORT where torchrun-launched ranks dial in; None: local pools
     budget_s: float = None  # --kdist-budget in seconds: round robin until spent (budget.py)
+    caught: set = field(default_factory=set)  # mutants that failed a clause they break
     turns: dict = field(default_factory=dict)  # nodeid -> turns it got in a budget run
     database_entries_at_start: int = 0
 
@@ -263,9 +264,7 @@ class Session:
     def runs_clause(self, target, clause):
         if not target.startswith(registry.MUTANT_PREFIX) or self.mutant_scope == "all" or clause is None:
             return True
-        from kdist_props.targets.mutants import MUTANTS
-
-        return clause in MUTANTS[target.removeprefix(registry.MUTANT_PREFIX)].breaks
+        return mutant_breaks(target, clause)
 
     def cases_for(self, clause):
         return [(t, ws) for t in self.targets for ws in self.world_sizes if self.runs_clause(t, clause)]
@@ -348,6 +347,8 @@ class Session:
             if torch.cuda.device_count() < runner.world_size:
                 pytest.skip(f"world size {runner.world_size} needs {runner.world_size} GPUs for NCCL; "
                             f"{torch.cuda.device_count()} visible")
+        if self.mutant_scope == "first-catch" and runner.target in self.caught:
+            pytest.skip(f"{runner.target} is caught already (--kdist-mutant-scope=first-catch)")
         reason = registry.load_target(runner.target).unsupported(clause) if clause else None
         if reason:
             pytest.skip(f"unsupported: {reason}")
@@ -408,6 +409,8 @@ class Session:
                 rep.sections.append(("kdist repro", repro.command_line(path, world_size)))
         if outcome == "failed":
             rep.sections.append(("kdist replay", self.replay_hint(item, target, world_size, record)))
+            if target.startswith(registry.MUTANT_PREFIX) and mutant_breaks(target, clause):
+                self.caught.add(target)
         self.builder.record(target=target, clause=clause, world_size=world_size, nodeid=item.nodeid,
                             outcome=outcome, examples=examples, reason=reason, failures=failures,
                             examples_to_failure=record.first_failure_at if record else None)
@@ -503,6 +506,13 @@ class Session:
             return None
         return {"path": path, "entries_at_start": self.database_entries_at_start,
                 "entries_at_end": count_files(path)}
+
+
+def mutant_breaks(target, clause):
+    """Whether `clause` is one that mutant `target` declares it breaks (targets/mutants.py)."""
+    from kdist_props.targets.mutants import MUTANTS
+
+    return clause in MUTANTS[target.removeprefix(registry.MUTANT_PREFIX)].breaks
 
 
 def database_path():
