@@ -5,13 +5,15 @@ variable and training step, as Keras master makes), in one run.
 The pool replaces itself before leaked groups pile up on its ranks, so the
 leaky target should cost at most MAX_RATIO times the reference's wall time, and
 no rank may ever hold more than THREAD_CEILING threads. Prints both times and
-`leaky-target: ratio=<leaky / reference> max_threads=<most threads a rank held>`;
+`leaky-target: ratio=<leaky / reference> max_threads=<most threads a rank held>`,
+then each target's pool replacements (what the extra time went to);
 exits 1 when the reference failed a property. Both numbers are measurements,
 printed, not verdicts: wall times on a shared machine are noisy, and the most
 threads a rank held depends on what this target leaked in one example.
 """
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -35,7 +37,7 @@ def parse_args(argv):
 
 
 def timed_run(args, target):
-    """(wall seconds, pytest exit code, most threads a rank held) of one pytest run on `target`."""
+    """(wall seconds, pytest exit code, most threads a rank held, pool replacements) of one pytest run on `target`."""
     name = "leaks-" + target.replace("mutant:", "")
     report = os.path.join(args.reports, name + ".json")
     log_path = os.path.join(args.reports, name + ".log")
@@ -54,18 +56,32 @@ def timed_run(args, target):
     if code not in (0, 1) or not found:
         sys.stdout.write(text[-5000:])
         raise SystemExit(f"pytest on {target} exited with {code}; see {log_path}")
-    return wall, code, int(found[-1])
+    return wall, code, int(found[-1]), pool_replacements(report)
+
+
+def pool_replacements(report_path):
+    """Pools replaced because of what their ranks held, over every world size of a report."""
+    with open(report_path) as f:
+        leaks = json.load(f)["header"]["leaks"]
+    return sum(record["pool_replacements"] for record in leaks.values())
 
 
 def main(argv=None):
     args = parse_args(argv)
-    reference_s, reference_code, reference_threads = timed_run(args, "reference")
-    leaky_s, _, leaky_threads = timed_run(args, LEAKY)
+    reference_s, reference_code, reference_threads, reference_replaced = timed_run(args, "reference")
+    leaky_s, _, leaky_threads, leaky_replaced = timed_run(args, LEAKY)
     ratio = leaky_s / reference_s
     max_threads = max(reference_threads, leaky_threads)
     print(f"reference: {reference_s:.1f} s (pytest exit {reference_code}); {LEAKY}: {leaky_s:.1f} s "
           f"(worlds {args.world_sizes}, {args.profile} profile, every clause)")
     print(f"leaky-target: ratio={ratio:.2f} max_threads={max_threads}")
+    # What the extra time went to: the leaky target's pools are replaced far more
+    # often, and each replacement costs a fork, a rendezvous and a first example
+    # on cold caches (DTensor's sharding propagation starts empty in a new rank).
+    extra_replacements, extra_s = leaky_replaced - reference_replaced, leaky_s - reference_s
+    per_replacement = (f", {extra_s / extra_replacements * 1000:.0f} ms of extra time each"
+                       if extra_replacements > 0 and extra_s > 0 else "")
+    print(f"pool replacements: reference {reference_replaced}, {LEAKY} {leaky_replaced}{per_replacement}")
     failures = []
     if reference_code != 0:
         failures.append("the reference failed a property (see its log)")

@@ -435,10 +435,11 @@ def describe_exit(code):
 # rank's threads plus the run's headroom (session.Runner: the most threads one
 # run of the same test has added, a stateful program counting as one run) pass
 # it. Every test starts on ranks that hold nothing leaked, so its first run has
-# the whole ceiling. A replacement costs a fork and a handshake (~25 ms at 2
-# ranks, more with the first example's cold caches); a rank with hundreds of
-# idle gloo threads slows every example down. MAX_GROUPS bounds groups that
-# cost no threads (or that a backend keeps elsewhere).
+# the whole ceiling. A replacement costs a kill, a fork and a handshake (~100 ms
+# at 4 ranks here) and a first example on cold caches (DTensor's sharding
+# propagation cache is per process: ~165 ms more at 4 ranks); a rank with
+# hundreds of idle gloo threads slows every example down. MAX_GROUPS bounds
+# groups that cost no threads (or that a backend keeps elsewhere).
 THREAD_CEILING = 64
 MAX_GROUPS = 20
 
