@@ -116,7 +116,7 @@ def measure(pools, ws, examples, spawn_examples, timed_body):
     row["first pools.get (the first one starts the zygote)"] = time.perf_counter() - began
 
     def run(body, example=ex, deadline_s=30):
-        return pools.get(ws).run(body, example, target=None, deadline_s=deadline_s)
+        return pools.get(ws).run(body, example, deadline_s=deadline_s)
 
     for body in (probes.noop, probes.small_dtensor_matmul):
         per_example(lambda: run(body), WARMUP)

@@ -6,6 +6,7 @@ Replicate(); bodies describe what the target produced the same way.
 
 import re
 
+import numpy as np
 import torch
 
 from kdist_props.specs import MODEL_PARALLEL, BackendMesh
@@ -94,7 +95,34 @@ def tolerance(dtype):
 
 
 def describe_mismatch(what, expected, actual, example):
-    return f"{what}: expected {expected!r}, got {actual!r}, for {example!r}"
+    return f"{what}: expected {shown(expected)}, got {shown(actual)}{difference(expected, actual)}, for {example!r}"
+
+
+def shown(value):
+    """A value with every digit that tells it apart: a tensor's floats in their
+    shortest repr that round-trips (torch's own printing rounds to 4 places)."""
+    if not isinstance(value, torch.Tensor):
+        return repr(value)
+    plain = value.detach().cpu()
+    if plain.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16; both widen exactly
+        plain = plain.float()
+    text = np.array2string(plain.numpy(), floatmode="unique", separator=", ", threshold=64)
+    return f"tensor({text}, dtype={value.dtype})"
+
+
+def difference(expected, actual):
+    """For two float tensors of one shape: where they differ most, and by how much."""
+    if not (isinstance(expected, torch.Tensor) and isinstance(actual, torch.Tensor)
+            and expected.shape == actual.shape and expected.numel()
+            and (expected.is_floating_point() or expected.is_complex())):
+        return ""
+    gap = (actual.detach().cpu().to(torch.complex128 if expected.is_complex() else torch.float64)
+           - expected.detach().cpu().to(torch.complex128 if expected.is_complex() else torch.float64)).abs()
+    if not bool((gap > 0).any()):
+        return ""
+    index = tuple(int(i) for i in np.unravel_index(int(torch.nan_to_num(gap, nan=float("inf")).argmax()),
+                                                   tuple(gap.shape)))
+    return f" (largest |difference| {float(gap[index] if index else gap):.3g} at index {index})"
 
 
 def assert_tensors_match(actual, expected, what, example):

@@ -46,15 +46,17 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "environment(id, workaround=...): a probe of torch itself, recorded in the "
                                        "report's environment section")
     try:
-        from kdist_props.session import Session
+        from kdist_props.harness.session import Session
 
-        config.kdist = Session.from_config(config)
+        config.kdist = Session.from_pytest(config)
     except ConfigError as error:
         raise pytest.UsageError(str(error)) from None
 
 
 def pytest_report_header(config):
-    return config.kdist.header_lines()
+    from kdist_props.harness import header
+
+    return header.header_lines(config.kdist.config, config.kdist.baseline)
 
 
 def pytest_generate_tests(metafunc):
@@ -89,12 +91,13 @@ def _kdist_item(request):
 def pytest_runtestloop(session):
     """--kdist-budget: turns of the tests, round robin, until the budget is spent."""
     kdist = session.config.kdist
-    if not kdist.budget_s or session.config.option.collectonly:
+    if not kdist.config.budget_s or session.config.option.collectonly:
         return None
     from kdist_props import budget
+    from kdist_props.harness.session import item_case
 
-    kdist.turns = budget.run_round_robin(session, kdist.budget_s, lambda item: kdist.item_case(item)[2],
-                                         kdist.profile)
+    kdist.turns = budget.run_round_robin(session, kdist.config.budget_s, lambda item: item_case(item)[2],
+                                         kdist.config.profile)
     return True
 
 
@@ -102,12 +105,16 @@ def pytest_collection_modifyitems(session, config, items):
     config.kdist.apply_baselines(items)
 
 
-@pytest.hookimpl(hookwrapper=True, trylast=True)
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_call(item):
     from kdist_props import repro
+    from kdist_props.harness import outcomes
 
     with item.config.kdist.hypothesis_statistics(), repro.recording(item):
-        yield
+        try:
+            return (yield)
+        except outcomes.SuiteVerdict as verdict:  # raised in the driver, e.g. by the adapter
+            raise outcomes.skip_for(verdict) from None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -129,7 +136,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("kdist-props report")
         for line in kdist.summary:
             terminalreporter.write_line(line)
-    if kdist is not None and kdist.recorded:
+    if kdist is not None and kdist.builder.recorded:
+        from kdist_props.harness import header
+        from kdist_props.harness.stats import HarnessStats
+
         terminalreporter.section("kdist-props harness")
-        for line in kdist.harness_lines():
+        for line in HarnessStats.lines(header.harness_facts(kdist)):
             terminalreporter.write_line(line)

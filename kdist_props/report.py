@@ -11,14 +11,13 @@ alone and are kept apart from every target's cells.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# "incompatible": the test ended with pytest.skip("incompatible: <what was found>")
-# (a target raised targets.base.Incompatible on a rank).
-OUTCOMES = ("passed", "failed", "skipped", "incompatible", "xfailed", "xpassed")
+# What harness/outcomes.py decides a test's outcome is; "unsupported" and
+# "incompatible" are the target's verdicts (targets.base), read from their type.
+OUTCOMES = ("passed", "failed", "skipped", "unsupported", "incompatible", "xfailed", "xpassed")
 STATUSES = ("pass", "fail", "unexpected-pass", "known-failure", "incompatible", "unsupported", "not-run")
 # Statuses a reader must look at; listed one per line by `summary_lines`.
 ATTENTION = ("fail", "unexpected-pass", "incompatible", "not-run")
@@ -93,6 +92,11 @@ class ReportBuilder:
         self._environment.append({"id": probe, "world_size": world_size, "status": status, "test": test,
                                   "detail": reason or "", "workaround": workaround})
 
+    @property
+    def recorded(self) -> bool:
+        """Whether any property or environment probe has reported here."""
+        return bool(self._cells or self._environment)
+
     def examples_per_clause(self) -> dict[str, int]:
         """Examples the ranks ran for each clause, over every target, world size and test."""
         counts: Counter = Counter()
@@ -160,104 +164,15 @@ def _aggregate(records: list[_Record]) -> dict:
         example = first.failures[0].example if first.failures else None
     elif incompatible:
         status, reason = "incompatible", incompatible[0]["reason"]
-    elif len(by_outcome.get("skipped", ())) == len(records):
-        status, reason = "unsupported", records[0].reason
+    elif len(by_outcome.get("skipped", ())) + len(by_outcome.get("unsupported", ())) == len(records):
+        first = (by_outcome.get("unsupported") or records)[0]
+        status, reason = "unsupported", first.reason
     else:
         status = "pass"
     return {"status": status, "examples": sum(r.examples for r in records),
             "tests": [r.nodeid for r in records], "reason": reason,
             "first_failing_example": example, "examples_to_first_failure": to_failure,
             "failures": [asdict(f) for f in failures], "incompatible": incompatible}
-
-
-# -- reading pytest's failure text ---------------------------------------------
-
-# Python's exception-group rendering: "+-+---- 1 ----" opens the first member,
-# "+---- 2 ----" the next ones, "+------------" closes the group.
-_GROUP_OPEN = re.compile(r"^(?P<indent>\s*)\+-\+-+ \d+ -+\s*$")
-_CHAINED = ("During handling of the above exception, another exception occurred:",
-            "The above exception was the direct cause of the following exception:")
-_EXCEPTION_LINE = re.compile(r"^([\w.]+(Error|Exception|Crash|Hang|Desync|Limitation|Exit|Interrupt)|assert)\b")
-
-
-def failures_in(text: str) -> list[tuple[str, str | None]]:
-    """Every distinct failure in a pytest failure text, as (reason line, shrunk
-    example): one per member when Hypothesis raised an ExceptionGroup (several
-    distinct failures, `report_multiple_bugs`), else one."""
-    members = _group_members(text)
-    return [(failure_reason(m), falsifying_example(m)) for m in members] if members else \
-        [(failure_reason(text), falsifying_example(text))]
-
-
-def _group_members(text: str) -> list[str]:
-    """The members of the outermost exception group in `text`, each without its
-    `| ` framing (nested groups stay inside their member)."""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if _GROUP_OPEN.match(line)), None)
-    if start is None:
-        return []
-    column = len(_GROUP_OPEN.match(lines[start]).group("indent")) + 2  # the member's "+" / "|"
-    members: list[list[str]] = [[]]
-    for line in lines[start + 1:]:
-        if line[:column].strip():
-            continue  # not framed at this depth
-        mark = line[column:column + 1]
-        if mark == "+":
-            if not re.search(r"\d", line):
-                break  # "+-----------": the group ends
-            members.append([])
-        elif mark == "|":
-            members[-1].append(line[column + 2:])
-    return ["\n".join(m) for m in members if any(s.strip() for s in m)]
-
-
-def failure_reason(text: str) -> str:
-    """The error or assertion line of a failure: pytest's `E ` lines when it
-    framed the exception itself, else the exception line of Python's own
-    traceback (the last of a chain), else the first line."""
-    error_lines = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
-    for line in error_lines:
-        if _EXCEPTION_LINE.match(line):
-            return line
-    native = _native_exception_line(text.splitlines())
-    if native:
-        return native
-    return next((line.strip(" |+-") for line in text.splitlines() if line.strip(" |+-")), "")
-
-
-def _native_exception_line(lines: list[str]) -> str | None:
-    """In a Python traceback: the first unindented line after the frames of
-    the last traceback of the chain. Chains inside a rank's report (after
-    `--- rank N ---`) belong to the message, not to the failure."""
-    found, in_frames = None, False
-    for line in lines:
-        if line.startswith("Traceback (most recent call last):"):
-            in_frames = found is None
-        elif in_frames and line.strip() and not line[0].isspace():
-            found, in_frames = line.strip(), False
-        elif found and line.strip() in _CHAINED:
-            found = None
-        elif found and line.startswith("--- rank"):
-            break
-    return found
-
-
-def falsifying_example(text: str) -> str | None:
-    """Hypothesis' shrunk example as it printed it: the failing call and its labelled draws."""
-    # pytest prefixes "E "; ExceptionGroups (several distinct failures) frame lines with "|".
-    lines = [re.sub(r"^(E )?(\s*\| )?", "", line) for line in text.splitlines()]
-    start = next((i for i, line in enumerate(lines)
-                  if line.lstrip().startswith(("Falsifying", "Failing test case"))), None)
-    if start is None:
-        return None
-    indent = len(lines[start]) - len(lines[start].lstrip())
-    kept = []
-    for line in lines[start:]:
-        line = line[indent:] if not line[:indent].strip() else line.lstrip()
-        if not line.strip() or line.startswith(("You can reproduce", "@reproduce_failure", "Explanation:")):
-            break
-        kept.append(line.rstrip())
-    return "\n".join(kept)
 
 
 # -- output --------------------------------------------------------------------

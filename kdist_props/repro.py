@@ -34,9 +34,11 @@ ALLOWED_IMPORTS = {"torch", "numpy", "keras", "kdist_props"}
 # Imports of a test module the script replaces by a stub that accepts anything:
 # Hypothesis and pytest drive the test, strategies only draw (the draws are inlined).
 STUBBED_IMPORTS = ("hypothesis", "pytest", "kdist_props.strategies")
-KERAS_TARGET_MODULES = ["kdist_props.targets.keras"]
+KERAS_TARGET_MODULES = ["kdist_props.targets.registry", "kdist_props.targets.keras"]
 IN_HOUSE_TARGET_MODULES = ["kdist_props.targets.registry", "kdist_props.targets.mutants"]
-ALWAYS_BUNDLED = ["kdist_props.specs", "kdist_props.cluster.agreement"]
+# The script runs the suite's own rank code: the bring-up's backends, and the
+# runner that executes a body on this rank and gathers every rank's reply.
+ALWAYS_BUNDLED = ["kdist_props.specs", "kdist_props.cluster.bringup", "kdist_props.harness.collective_runner"]
 PARENT_ONLY = '"""(Only the parent package of bundled modules here.)"""\n'
 
 RECORDING = pytest.StashKey()
@@ -394,6 +396,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+from kdist_props.cluster.bringup import BACKENDS  # noqa: E402
+from kdist_props.cluster.errors import RankFailure  # noqa: E402
+from kdist_props.harness.collective_runner import CollectiveRunner  # noqa: E402
 from kdist_props.specs import *  # noqa: E402,F401,F403  (the literals below name these)
 
 
@@ -454,70 +459,6 @@ class Draws:
         return value
 
 
-class RankFailure(Exception):
-    pass
-
-
-def load_target(name):
-    if name == "keras":
-        from kdist_props.targets.keras import KerasTarget
-
-        return KerasTarget()
-    from kdist_props.targets import registry
-
-    return registry.load_target(name, fresh=True)
-
-
-class RankContext:
-    """What a body may use (kdist_props.cluster.rank.RankContext): coordinates, target, state."""
-
-    def __init__(self, rank, world_size, device, target_name):
-        self.rank, self.world_size, self.device = rank, world_size, device
-        self.target_name, self.target, self.state = target_name, load_target(target_name), {{}}
-
-    def fresh_target(self):
-        self.target = load_target(self.target_name)
-
-    def reset(self):
-        self.state.clear()
-        self.target.reset()
-
-
-class Session:
-    def __init__(self, device):
-        self.device = device
-
-
-class Runner:
-    """`kdist` of the test: runs a body on this rank and gathers every rank's observation."""
-
-    def __init__(self, ctx):
-        self.ctx, self.world_size, self.target = ctx, ctx.world_size, ctx.target_name
-        self.session = Session(ctx.device)
-
-    def run(self, body, example, *, agree=False, stateful=False, starts_state=False):
-        if not stateful:
-            self.ctx.reset()
-        try:
-            reply = (True, body(self.ctx, example))
-        except BaseException:
-            reply = (False, traceback.format_exc())
-        replies = [None] * self.world_size
-        dist.all_gather_object(replies, reply)
-        failed = [f"rank {{rank}} raised:\\n{{text}}" for rank, (ok, text) in enumerate(replies) if not ok]
-        if failed:
-            raise RankFailure("\\n".join(failed))
-        observations = [observation for _, observation in replies]
-        if agree:
-            from kdist_props.cluster.agreement import disagreeing_ranks
-
-            differing = disagreeing_ranks(observations)
-            if differing:
-                raise RankFailure(f"ranks disagree: rank(s) {{differing}} returned something other than rank 0: "
-                                  + "; ".join(f"rank {{r}}: {{o!r}}" for r, o in enumerate(observations)))
-        return observations
-
-
 _modules = {{}}
 
 
@@ -529,13 +470,13 @@ def test_function(case):
     return _modules[case["module"]][case["function"]]
 
 
-def run_case(case, ctx):
+def run_case(case, runner):
     """None when the property holds for the case, else what failed."""
     if case["draws"] is None:
         return ("a stateful test: this script cannot replay it; run the pytest command of the report. "
                 "Hypothesis' steps:\\n" + (case["steps"] or "(not printed)"))
     test = test_function(case)
-    arguments = {{"kdist": Runner(ctx), "data": Draws(case["draws"]), **case["params"]}}
+    arguments = {{"kdist": runner, "data": Draws(case["draws"]), **case["params"]}}
     wanted = test.__code__.co_varnames[:test.__code__.co_argcount]
     try:
         test(**{{name: value for name, value in arguments.items() if name in wanted}})
@@ -555,11 +496,9 @@ def main():
     parser.add_argument("--device", default=os.environ.get("KDIST_DEVICE", DEFAULT_DEVICE), choices=("cpu", "cuda"))
     args = parser.parse_args()
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    backend = "gloo"
     if args.device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
-        backend = "cpu:gloo,cuda:nccl"
-    dist.init_process_group(backend)
+    dist.init_process_group(BACKENDS[args.device])
     code = 1
     try:
         code = run_all(args, rank, world_size)
@@ -585,7 +524,6 @@ def run_all(args, rank, world_size):
         f"keras {{keras.__version__}} ({{os.path.dirname(keras.__file__)}}), torch {{torch.__version__}}")
     if world_size != WORLD_SIZE:
         say(f"note: the failure was found with {{WORLD_SIZE}} ranks")
-    ctx = RankContext(rank, world_size, args.device, args.target)
     failures = 0
     for case in CASES:
         say(f"\\n{{case['nodeid']}}")
@@ -593,7 +531,7 @@ def run_all(args, rank, world_size):
             say(f"  parameter {{name}} = {{value!r}}")
         for number, (label, value) in enumerate(case["draws"] or [], start=1):
             say(f"  Draw {{number}} ({{label}}): {{value!r}}")
-        failure = run_case(case, ctx)
+        failure = run_case(case, CollectiveRunner(rank, world_size, args.device, args.target))
         if failure is None:
             say(f"holds: the property holds for this example on target {{args.target}}")
         else:

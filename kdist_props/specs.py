@@ -144,10 +144,12 @@ class PlacementsExample:
 
 @dataclass(frozen=True)
 class PlacementsObservation:
-    """("S", dim) / ("R",) per mesh axis, or the message of the ValueError raised instead."""
+    """("S", dim) / ("R",) per mesh axis, the message of the ValueError raised
+    instead, or what the target returned that the suite cannot read."""
 
     placements: tuple = None
     error: str = None
+    unreadable: str = None
 
 # == chapter: variables (variable.wrapping, variable.scope, variable.read, variable.assign) ==
 
@@ -163,9 +165,8 @@ class VariableExample:
 
 @dataclass(frozen=True)
 class WrappingObservation:
-    """The torch facts of a Keras variable's value, or what creating it raised."""
+    """The torch facts of a Keras variable's value."""
 
-    error: str = None
     is_parameter: bool = None  # an nn.Parameter, around the DTensor or inside it
     requires_grad: bool = None
     full: object = None  # torch tensor: the global value

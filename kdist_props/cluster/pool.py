@@ -21,9 +21,10 @@ import threading
 import time
 
 from kdist_props.cluster.agreement import disagreeing_ranks
-from kdist_props.cluster.errors import (BackendLimitation, ProtocolError, RankCrash, RankDesync, RankError,
-                                        RankFailure, RankHang, backend_refusal, check_observation_types)
-from kdist_props.specs import SHUTDOWN, RankUsage, RunReply, RunRequest
+from kdist_props.cluster.errors import (ProtocolError, RankCrash, RankDesync, RankError, RankHang,
+                                        check_observation_types, describe_exit)
+from kdist_props.cluster.messages import (SHUTDOWN, Fork, Hello, Ready, Reap, RankUsage, RunReply, RunRequest,
+                                          StoreAddress, Welcome, ZygoteReady, recv, send)
 
 # After one rank raised, how long the others get to finish before the pool is
 # declared stuck (they may be waiting in a collective the failed rank skipped).
@@ -36,33 +37,36 @@ LOG_TAIL_CHARS = 3000
 class Zygote:
     """Driver-side handle on the fork server (see zygote.py)."""
 
-    def __init__(self):
-        from kdist_props.cluster import zygote
-
-        self._protocol = zygote
+    def __init__(self, preload=()):
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kdist_props.cluster.zygote"],
+            [sys.executable, "-m", "kdist_props.cluster.zygote", *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "KDIST_DRIVER_PID": str(os.getpid())},
         )
-        kind, _ = self._protocol.read_message(self.proc.stdout)
-        assert kind == "ready", kind
+        # Connections of their own over the pipes (they close what they own).
+        self._commands = mpc.Connection(os.dup(self.proc.stdin.fileno()), readable=False)
+        self._replies = mpc.Connection(os.dup(self.proc.stdout.fileno()), writable=False)
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+        ready = recv(self._replies)
+        assert isinstance(ready, ZygoteReady), ready
 
-    def call(self, command, arg):
+    def call(self, command):
         with self._lock:
-            self._protocol.write_message(self.proc.stdin, (command, arg))
-            return self._protocol.read_message(self.proc.stdout)[1]
+            send(self._commands, command)
+            return recv(self._replies)
 
     def fork(self, *rank_args):
-        return self.call("fork", rank_args)
+        return self.call(Fork(rank_args)).pid
 
     def reap(self, pid):
-        return self.call("reap", pid)
+        return self.call(Reap(pid)).code
 
     def close(self):
-        self.proc.stdin.close()
+        self._commands.close()  # the zygote reads EOF and leaves
+        self._replies.close()
         self.proc.wait(10)
 
 
@@ -91,8 +95,10 @@ class RankProcess:
 class Pool:
     """`world_size` ranks in one process group, reused across examples."""
 
-    def __init__(self, zygote, world_size, *, device="cpu", startup_timeout_s=120.0, pg_timeout_s=600.0):
+    def __init__(self, zygote, world_size, *, device="cpu", startup_timeout_s=120.0, pg_timeout_s=600.0,
+                 preload=()):
         self.zygote = zygote
+        self.preload = tuple(preload)
         self.world_size = world_size
         self.device = device
         self.startup_timeout_s = startup_timeout_s
@@ -121,7 +127,7 @@ class Pool:
             server.bind(address)
             server.listen(self.world_size)
             for rank in range(self.world_size):
-                pid = self.zygote.fork(rank, self.world_size, address, self._workdir, self.device, self.pg_timeout_s)
+                pid = self.zygote.fork(rank, self.world_size, address, self._workdir)
                 self.procs.append(RankProcess(self.zygote, pid))
             self._handshake(server, began + self.startup_timeout_s)
         except BaseException:
@@ -147,22 +153,24 @@ class Pool:
                 sock, _ = server.accept()
                 unnamed.append(mpc.Connection(sock.detach()))
         for conn in unnamed:
-            kind, rank, pid = self._recv_by(conn, deadline)
-            assert kind == "hello", kind
-            self.conns[rank] = conn
+            hello = self._recv_by(conn, deadline)
+            assert isinstance(hello, Hello), hello
+            self.conns[hello.rank] = conn
         self.pids = [proc.pid for proc in self.procs]
-        kind, port = self._recv_by(self.conns[0], deadline)
-        assert kind == "store", kind
-        self.store_port = port
+        # Rank 0 opens the rendezvous store; the others learn where (bringup.py).
+        send(self.conns[0], Welcome(self.device, self.pg_timeout_s, preload=self.preload))
+        store = self._recv_by(self.conns[0], deadline)
+        assert isinstance(store, StoreAddress), store
+        self.store_port = store.port
         for rank in range(1, self.world_size):
-            self.conns[rank].send_bytes(pickle.dumps(("store", port)))
+            send(self.conns[rank], Welcome(self.device, self.pg_timeout_s, store.host, store.port, self.preload))
         replies, dead, pending = self._collect(range(self.world_size), deadline)
-        if dead or pending:
+        if dead or pending or not all(isinstance(reply, Ready) for reply in replies.values()):
             raise RankCrash(
                 f"pool of {self.world_size} failed to join its process group",
-                self._log_tails(),
+                self._log_tails(), exit_codes=dead,
             )
-        self.usage = {r: reply[2] for r, reply in replies.items()}
+        self.usage = {r: reply.usage for r, reply in replies.items()}
         self.fresh = self.leaked()
         self.max_threads = self.fresh.threads
 
@@ -171,12 +179,12 @@ class Pool:
             self._raise_if_any_died("during start-up")
             if time.monotonic() > deadline:
                 raise RankHang(f"pool of {self.world_size} stalled during start-up", self._log_tails())
-        return pickle.loads(conn.recv_bytes())
+        return recv(conn)
 
     def _raise_if_any_died(self, when):
         dead = {r: p.reap() for r, p in enumerate(self.procs) if p.has_ended()}
         if dead:
-            raise RankCrash(f"rank(s) {sorted(dead)} died {when}", self._death_reports(dead))
+            raise RankCrash(f"rank(s) {sorted(dead)} died {when}", self._death_reports(dead), exit_codes=dead)
 
     def close(self):
         """Shut the ranks down in order; whatever does not leave in time is made to."""
@@ -185,7 +193,7 @@ class Pool:
         if not self.broken:
             for conn in self.conns.values():
                 try:
-                    conn.send_bytes(pickle.dumps(SHUTDOWN))
+                    send(conn, SHUTDOWN)
                 except OSError:
                     pass
             self._wait_for_exits(time.monotonic() + SHUTDOWN_GRACE_S)
@@ -220,24 +228,25 @@ class Pool:
 
     # -- dispatch --------------------------------------------------------
 
-    def run(self, body, example, *, target, deadline_s, stateful=False, starts_state=False, agree=False,
-            clean_target=False, deadline_name="--kdist-deadline"):
-        """Run `body(ctx, example)` on every rank; return the observations by rank.
+    def run(self, body, example, *, target=None, deadline_s, stateful=False, starts_state=False, agree=False,
+            clean_target=False, setup=None, deadline_name="--kdist-deadline"):
+        """Run `setup(ctx, request)` (when given) and `body(ctx, example)` on
+        every rank; return the observations by rank.
 
-        stateful: keep the rank state (ctx.state, the target) of the previous
-        run; starts_state: the first step of a stateful program, whose rank
-        state starts empty; clean_target: a fresh target instance and Keras
-        global state cleared first (the first example of a test).
+        stateful: keep the rank state (ctx.state, what setup keeps) of the
+        previous run; starts_state: the first step of a stateful program, whose
+        rank state starts empty; target and clean_target travel to setup (the
+        layer above prepares the rank's target there).
 
-        Raises RankError, RankHang, RankCrash, RankDesync or BackendLimitation,
-        and ObservationTypeError (in the driver) when a body returns something
+        Raises RankError, RankHang, RankCrash or RankDesync, and
+        ObservationTypeError (in the driver) when a body returns something
         other than its return annotation; after a hang or a crash this pool is
         dead and the manager gives the next example a new one.
         """
         if self.broken:
             raise RuntimeError("this pool is dead; ask the PoolManager for a fresh one")
         self._seq += 1
-        request = RunRequest(self._seq, body, example, target, stateful and not starts_state, clean_target)
+        request = RunRequest(self._seq, body, example, target, stateful and not starts_state, clean_target, setup)
         # The sequence number travels outside the request, so that a rank that
         # cannot unpickle the request (a body it cannot import) still answers it.
         message = pickle.dumps((request.seq, pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)),
@@ -295,47 +304,32 @@ class Pool:
             if reply.usage is not None:
                 self.usage[r] = reply.usage
                 self.max_threads = max(self.max_threads, reply.usage.threads)
-        errors = {r: reply.value for r, reply in replies.items() if not reply.ok}
+        raised = {r: reply.value for r, reply in replies.items() if not reply.ok}  # RaisedOutcome by rank
+        tracebacks = {r: outcome.traceback for r, outcome in raised.items()}
         if dead:
             details = self._death_reports(dead)
-            details.update({r: tb for r, tb in errors.items()})
+            details.update(tracebacks)
             details.update(self._stack_dumps(pending, note="still running, blocked:"))
-            raise RankCrash(f"rank(s) {sorted(dead)} of {self.world_size} died during the example", details)
+            raise RankCrash(f"rank(s) {sorted(dead)} of {self.world_size} died during the example", details,
+                            outcomes=raised, exit_codes=dead)
         if pending:
             details = self._stack_dumps(pending, note="no reply; stack at the deadline:")
-            details.update(errors)
-            if errors:
+            details.update(tracebacks)
+            if raised:
                 self.kill()
                 raise RankError(
-                    f"rank(s) {sorted(errors)} raised and rank(s) {sorted(pending)} then stayed blocked "
+                    f"rank(s) {sorted(raised)} raised and rank(s) {sorted(pending)} then stayed blocked "
                     f"(pool replaced)",
-                    details,
+                    details, outcomes=raised,
                 )
             raise RankHang(
                 f"rank(s) {sorted(pending)} of {self.world_size} gave no reply within the "
                 f"{deadline_s:g} s dispatch deadline ({deadline_name}); pool killed",
                 details,
             )
-        if errors:
-            summary = f"rank(s) {sorted(errors)} of {self.world_size} raised"
-            for refusal in backend_refusal(errors.values(), request.example) or ():
-                if self._backend_refuses(refusal, request.target, deadline_s):
-                    raise BackendLimitation(f"{summary}; the backend itself refuses {refusal.collective} of "
-                                            f"{refusal.dtype} (harness probe)", errors)
-            raise RankError(summary, errors)
+        if raised:
+            raise RankError(f"rank(s) {sorted(raised)} of {self.world_size} raised", tracebacks, outcomes=raised)
         return [replies[r].value for r in range(self.world_size)]
-
-    def _backend_refuses(self, refusal, target, deadline_s):
-        """Run the same collective with the same dtype as a harness probe on
-        this pool: the backend is at fault only if the probe fails the same way."""
-        from kdist_props.properties import probes
-
-        try:
-            outcomes = self.run(probes.backend_collective, refusal, target=target, deadline_s=deadline_s,
-                                stateful=True)
-        except RankFailure:
-            return False  # the probe itself broke (a dead pool is replaced for the next example): nothing proven
-        return all(outcome is not None and refusal.same_as(outcome) for outcome in outcomes)
 
     def _collect(self, ranks, deadline):
         """Wait for one reply from each of `ranks` until `deadline` (cut short
@@ -366,7 +360,7 @@ class Pool:
                 conn = self.conns[r]
                 try:
                     if conn.poll():
-                        replies[r] = pickle.loads(conn.recv_bytes())
+                        replies[r] = recv(conn)
                         pending.discard(r)
                         continue
                 except (EOFError, OSError):
@@ -415,24 +409,12 @@ class Pool:
         return dumps
 
 
-def describe_exit(code):
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by {name} (exit code {code})"
-    return f"exited with code {code}"
-
-
 # When a pool is replaced because its ranks pile up what targets leak. A fresh
 # rank holds 5 threads and 1 process group (the world); gloo adds 3 threads per
 # group it keeps, and a leaky target (Keras master) adds groups with every
 # mesh conversion. Wherever a run may start from scratch, the pool is replaced
 # when the next run could take a rank past THREAD_CEILING threads: when a
-# rank's threads plus the run's headroom (session.Runner: the most threads one
+# rank's threads plus the run's headroom (harness/runner.py: the most threads one
 # run of the same test has added, a stateful program counting as one run) pass
 # it. Every test starts on ranks that hold nothing leaked, so its first run has
 # the whole ceiling. A replacement costs a kill, a fork and a handshake (~100 ms
@@ -448,28 +430,21 @@ class PoolManager:
     """One live pool per world size for the whole session; replaces dead ones,
     and, when asked, ones whose ranks have piled up leaked groups and threads."""
 
-    def __init__(self, *, device="cpu", startup_timeout_s=120.0):
+    def __init__(self, *, device="cpu", startup_timeout_s=120.0, preload=()):
         self.zygote = None
+        self.preload = tuple(preload)  # modules every rank imports before its first run
         self.device = device
         self.startup_timeout_s = startup_timeout_s
         self.pools = {}
         self.respawns = []  # start-up seconds of pools that replaced a dead one
-        self.replacements = {}  # world size -> pools replaced because of what they held
         self._retired_max_threads = 0
         atexit.register(self.close_all)
 
-    def get(self, world_size, *, replace_if=None):
-        """The live pool of `world_size`. `replace_if(pool)`, when given, may
-        ask for a fresh one (the caller knows no rank state must survive)."""
+    def get(self, world_size):
+        """The live pool of `world_size` (a new one in place of a dead one)."""
         pool = self.pools.get(world_size)
         if pool is not None and not pool.broken:
-            if replace_if is None or not replace_if(pool):
-                return pool
-            self.replacements[world_size] = self.replacements.get(world_size, 0) + 1
-            # Killed, not shut down in order: its ranks hold nothing anyone needs,
-            # and destroying what a leaky target left costs more than the fork.
-            self._retire(pool, orderly=False)
-            return self._start(world_size)
+            return pool
         replacing_dead = pool is not None
         if replacing_dead:
             self._retire(pool)
@@ -478,10 +453,24 @@ class PoolManager:
             self.respawns.append(pool.startup_s)
         return pool
 
+    def replace_if(self, world_size, predicate):
+        """Replace the live pool of `world_size` with a fresh one when
+        `predicate(pool)` holds (the caller knows no rank state must survive);
+        return whether it did."""
+        pool = self.pools.get(world_size)
+        if pool is None or pool.broken or not predicate(pool):
+            return False
+        # Killed, not shut down in order: its ranks hold nothing anyone needs,
+        # and destroying what a leaky target left costs more than the fork.
+        self._retire(pool, orderly=False)
+        self._start(world_size)
+        return True
+
     def _start(self, world_size):
         if self.zygote is None:
-            self.zygote = Zygote()
-        pool = Pool(self.zygote, world_size, device=self.device, startup_timeout_s=self.startup_timeout_s).start()
+            self.zygote = Zygote(self.preload)
+        pool = Pool(self.zygote, world_size, device=self.device, startup_timeout_s=self.startup_timeout_s,
+                    preload=self.preload).start()
         self.pools[world_size] = pool
         return pool
 

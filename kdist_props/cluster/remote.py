@@ -24,9 +24,10 @@ import time
 
 from kdist_props.cluster.errors import RankHang
 from kdist_props.cluster.pool import SHUTDOWN_GRACE_S, Pool, PoolManager
-from kdist_props.cluster.rank import recv, send
-from kdist_props.cluster.remote_rank import (REPLACED, Control, DumpStacks, Exit, Hello, Stacks, StoreAddress, Welcome,
-                                             authenticate, authkey_from_environment, format_address, receive_timeout)
+from kdist_props.cluster.messages import (Control, DumpStacks, Exit, Hello, Ready, Stacks, StoreAddress, Welcome,
+                                          recv, send)
+from kdist_props.cluster.remote_rank import (REPLACED, authenticate, authkey_from_environment, format_address,
+                                             receive_timeout)
 from kdist_props.environment import ConfigError
 
 HANDSHAKE_TIMEOUT_S = 10.0  # a peer that connects and then says nothing must not stall the driver
@@ -56,9 +57,10 @@ class RemoteRank:
 class RemotePool(Pool):
     """The ranks of one start of a torchrun job; Pool's interface and dispatch."""
 
-    def __init__(self, listener, authkey, world_size, *, device="cpu", startup_timeout_s=180.0, pg_timeout_s=600.0):
+    def __init__(self, listener, authkey, world_size, *, device="cpu", startup_timeout_s=180.0, pg_timeout_s=600.0,
+                 preload=()):
         super().__init__(None, world_size, device=device, startup_timeout_s=startup_timeout_s,
-                         pg_timeout_s=pg_timeout_s)
+                         pg_timeout_s=pg_timeout_s, preload=preload)
         self.listener = listener
         self.authkey = authkey
         self.restart_counts = ()  # torchrun's restart count on each rank's node
@@ -135,9 +137,9 @@ class RemotePool(Pool):
                                   "the product of torchrun's --nnodes and --nproc-per-node")
             joining[conn] = message
             if message.rank == 0:
-                send(conn, Welcome(self.device, self.pg_timeout_s))
+                send(conn, Welcome(self.device, self.pg_timeout_s, preload=self.preload))
             elif self._store is not None:
-                send(conn, Welcome(self.device, self.pg_timeout_s, *self._store))
+                send(conn, Welcome(self.device, self.pg_timeout_s, *self._store, self.preload))
         elif isinstance(message, Control):
             controls.setdefault(message.group, {})[message.rank] = conn
         else:
@@ -157,8 +159,10 @@ class RemotePool(Pool):
             self._store, self._store_owner = (message.host, message.port), conn
             for other, hello in joining.items():
                 if hello.rank != 0:
-                    send(other, Welcome(self.device, self.pg_timeout_s, *self._store))
+                    send(other, Welcome(self.device, self.pg_timeout_s, *self._store, self.preload))
             return
+        if not isinstance(message, Ready):
+            return  # nothing else is said while joining
         hello = joining.pop(conn)
         ready.setdefault(message.group, {})[hello.rank] = (conn, hello, message.usage)
 
@@ -235,8 +239,8 @@ class RemotePool(Pool):
 class TorchrunPools(PoolManager):
     """PoolManager's interface over one torchrun job of `world_size` ranks."""
 
-    def __init__(self, address, world_size, authkey, *, device="cpu", startup_timeout_s=180.0):
-        super().__init__(device=device, startup_timeout_s=startup_timeout_s)
+    def __init__(self, address, world_size, authkey, *, device="cpu", startup_timeout_s=180.0, preload=()):
+        super().__init__(device=device, startup_timeout_s=startup_timeout_s, preload=preload)
         self.world_size = world_size
         self.authkey = authkey
         # Bound now, for the whole session: ranks may dial in before the first
@@ -244,7 +248,7 @@ class TorchrunPools(PoolManager):
         self.listener = socket.create_server(address, family=_family(address[0]), backlog=64)
 
     @classmethod
-    def from_option(cls, text, world_sizes, *, device, startup_timeout_s):
+    def from_option(cls, text, world_sizes, *, device, startup_timeout_s, preload=()):
         """The pools of `--kdist-torchrun=HOST:PORT` (env KDIST_TORCHRUN) for a
         session of `world_sizes`; ConfigError when they do not fit torchrun mode."""
         host, sep, port = text.rpartition(":")
@@ -260,7 +264,7 @@ class TorchrunPools(PoolManager):
             raise ConfigError(error.args[0]) from None
         try:
             return cls((host.strip("[]"), int(port)), world_sizes[0], authkey, device=device,
-                       startup_timeout_s=startup_timeout_s)
+                       startup_timeout_s=startup_timeout_s, preload=preload)
         except OSError as error:
             raise ConfigError(f"--kdist-torchrun={text}: cannot listen there ({error})") from None
 
@@ -269,7 +273,7 @@ class TorchrunPools(PoolManager):
             raise RuntimeError(f"torchrun mode runs the world size of the torchrun job ({self.world_size}), "
                                f"not {world_size}")
         pool = RemotePool(self.listener, self.authkey, world_size, device=self.device,
-                          startup_timeout_s=self.startup_timeout_s).start()
+                          startup_timeout_s=self.startup_timeout_s, preload=self.preload).start()
         self.pools[world_size] = pool
         return pool
 

@@ -6,8 +6,8 @@
 
 Each worker dials the driver (the pytest process, see remote.py), joins a
 process group of torchrun's RANK and WORLD_SIZE (on a store rank 0 opens, see
-join_store), and then serves examples with the local pool's loop
-(rank.serve). A second connection carries what the driver must be able to do
+its rendezvous store, bringup.py), and then serves examples with the local
+pool's loop (rank.serve). A second connection carries what the driver must be able to do
 to a rank whose main thread is stuck in a collective: dump every thread's
 stack, and make it exit.
 
@@ -20,11 +20,7 @@ Exit codes tell torchrun's agent what to do next:
 """
 
 import argparse
-import dataclasses
-import datetime
 import faulthandler
-import gc
-import importlib
 import multiprocessing.connection as mpc
 import os
 import socket
@@ -33,86 +29,17 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 
 import torch
-import torch.distributed as dist
 
-from kdist_props.cluster.rank import RankContext, die_with_parent, recv, send, serve, usage
-from kdist_props.cluster.zygote import PRELOAD
+from kdist_props.cluster.bringup import bring_up
+from kdist_props.cluster.messages import Control, DumpStacks, Exit, Stacks, recv, send
+from kdist_props.cluster.rank import die_with_parent
 
 REPLACED = 75  # EX_TEMPFAIL: "try again", which torchrun does by restarting the workers
 NO_DRIVER = 2
 AUTHKEY_VARIABLE = "KDIST_AUTHKEY"
 DIAL_RETRY_S = 0.5
-
-
-# -- the handshake (driver and ranks) ---------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Hello:
-    """Rank -> driver, first message on its main connection."""
-
-    rank: int
-    world_size: int
-    host: str
-    pid: int
-    restart_count: int  # torchrun's TORCHELASTIC_RESTART_COUNT on this rank's node
-
-
-@dataclasses.dataclass(frozen=True)
-class Welcome:
-    """Driver -> rank: how to join the process group. Rank 0 opens the
-    rendezvous store (store_port None) and answers with StoreAddress; the
-    others get its address."""
-
-    device: str
-    pg_timeout_s: float
-    store_host: str = None
-    store_port: int = None
-
-
-@dataclasses.dataclass(frozen=True)
-class StoreAddress:
-    """Rank 0 -> driver: where its rendezvous store listens."""
-
-    host: str
-    port: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Ready:
-    """Rank -> driver on its main connection: in the process group `group`
-    (a token rank 0 drew and broadcast, the same on every rank of one start)."""
-
-    group: str
-    usage: object  # specs.RankUsage
-
-
-@dataclasses.dataclass(frozen=True)
-class Control:
-    """Rank -> driver, first message on its control connection."""
-
-    group: str
-    rank: int
-
-
-@dataclasses.dataclass(frozen=True)
-class DumpStacks:
-    """Driver -> rank on the control connection: answer with Stacks."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Stacks:
-    text: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Exit:
-    """Driver -> rank on the control connection: leave now with `code`,
-    wherever the main thread is."""
-
-    code: int
 
 
 def authkey_from_environment():
@@ -170,45 +97,22 @@ def main(argv=None):
         authkey = authkey_from_environment()
     except KeyError as error:
         leave(NO_DRIVER, error.args[0])
-    for name in PRELOAD:  # before the first example, whose deadline must not pay for imports
-        importlib.import_module(name)
-
     address = parse_address(args.driver)
     conn = dial(address, authkey, restart_count, time.monotonic() + args.dial_timeout)
-    send(conn, Hello(rank, world_size, socket.gethostname(), os.getpid(), restart_count))
-    welcome = recv(conn)
-    timeout = datetime.timedelta(seconds=welcome.pg_timeout_s)
-    store = join_store(conn, welcome, rank, world_size, timeout)
-    backend = "gloo"
-    if welcome.device == "cuda":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        backend = "cpu:gloo,cuda:nccl"
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
-    group = [uuid.uuid4().hex if rank == 0 else None]
-    dist.broadcast_object_list(group, src=0)
-    control = dial(address, authkey, restart_count, time.monotonic() + args.dial_timeout)
-    send(control, Control(group[0], rank))
-    threading.Thread(target=watch, args=(control,), name="kdist-watchdog", daemon=True).start()
-    gc.collect()
-    gc.freeze()  # as in the local pool: collections during examples stay cheap
-    send(conn, Ready(group[0], usage()))
-    serve(conn, RankContext(rank, world_size, welcome.device))
 
+    def open_control(group):
+        control = dial(address, authkey, restart_count, time.monotonic() + args.dial_timeout)
+        send(control, Control(group, rank))
+        threading.Thread(target=watch, args=(control,), name="kdist-watchdog", daemon=True).start()
 
-def join_store(conn, welcome, rank, world_size, timeout):
-    """A fresh rendezvous store for each start of the job, opened by rank 0
-    on the address it reaches the driver from, and relayed by the driver.
-
-    Not torchrun's store (env://): torch 2.13's agents share one store server
-    across restarts without a per-attempt prefix, so restarted workers read the
-    previous start's gloo addresses ("Gloo connectFullMesh failed ...
-    Connection refused") and the pool never forms again."""
-    if rank == 0:
-        host = conn_local_host(conn)
-        store = dist.TCPStore(host, 0, world_size, is_master=True, wait_for_workers=False, timeout=timeout)
-        send(conn, StoreAddress(host, store.port))
-        return store
-    return dist.TCPStore(welcome.store_host, welcome.store_port, world_size, is_master=False, timeout=timeout)
+    # Rank 0's store listens on the address this host reaches the driver from.
+    # Not torchrun's store (env://): torch 2.13's agents share one store server
+    # across restarts without a per-attempt prefix, so restarted workers would
+    # read the previous start's gloo addresses ("Gloo connectFullMesh failed ...
+    # Connection refused") and the pool would never form again.
+    bring_up(conn, rank, world_size, store_host=conn_local_host, host=socket.gethostname(),
+             restart_count=restart_count, cuda_device=int(os.environ.get("LOCAL_RANK", rank)),
+             before_ready=open_control)
 
 
 def conn_local_host(conn):

@@ -6,6 +6,7 @@ import weakref
 import keras
 import torch.distributed as dist
 
+from kdist_props.properties.lifecycle import fresh_target
 from kdist_props.specs import BackendMesh, MeshReuseExample, MeshReuseObservation, MeshStep, MeshStepObservation
 
 # How many objects `replace` may allocate while looking for the freed mesh's
@@ -92,7 +93,7 @@ class LiveMeshes:
 def mesh_step(ctx, step: MeshStep) -> MeshStepObservation:
     """mesh.identity, one step of the state machine, on meshes kept in ctx.state."""
     if step.op == "start":  # a new program: no mesh, and a target with no cache from earlier programs
-        ctx.fresh_target()
+        fresh_target(ctx)
         ctx.state["meshes"] = LiveMeshes()
         return MeshStepObservation()
     meshes = ctx.state["meshes"]

@@ -69,7 +69,7 @@ def fault(ctx, example: FaultExample) -> int:
 def backend_collective(ctx, probe: CollectiveProbe):
     """The harness probe of a backend refusal: `probe.collective` on a small
     tensor of `probe.dtype`, straight on the world group (no target involved).
-    Returns the exception line it raised, or None when the backend took it."""
+    Returns the first line of the message it raised, or None when the backend took it."""
     dtype = getattr(torch, probe.dtype)
     world = ctx.world_size
     value = torch.zeros(world, dtype=dtype)
@@ -93,5 +93,5 @@ def backend_collective(ctx, probe: CollectiveProbe):
     try:
         run()
     except Exception as error:
-        return f"{type(error).__module__}.{type(error).__qualname__}: {error}".splitlines()[0]
+        return (str(error).splitlines() or [""])[0]
     return None

@@ -4,17 +4,33 @@ Rank-side bodies call these methods; a target never sees a test. Values in and
 out are torch tensors (DTensor where distributed) and Keras distribution
 objects (DeviceMesh, TensorLayout). A method the target cannot provide raises
 Unsupported, and `unsupported(clause)` tells the driver before any rank runs.
+Both verdicts are types (cluster.outcome.SuiteVerdict): a rank sends their
+status along with what it raised, and the driver reads it from there.
 """
 
 
-class Unsupported(Exception):
+from kdist_props.cluster.outcome import SuiteVerdict
+
+
+class Unsupported(SuiteVerdict):
     """The target lacks a piece a clause needs; the message names it and the version."""
 
+    status = "unsupported"
 
-class Incompatible(Exception):
+
+class Incompatible(SuiteVerdict):
     """The suite cannot drive the target: a hook exists but has another
     signature or returns another shape. The message says what was found.
     Never a verdict on the target (the report's `incompatible` status)."""
+
+    status = "incompatible"
+
+
+class Unreadable(Incompatible):
+    """An Incompatible of a hook that ran and returned: what it returned is not
+    what the suite can read. Where the contract asks for an error (a layout
+    that repeats a mesh axis must raise ValueError), returning anything at all
+    breaks it, so such a test fails instead of ending incompatible."""
 
 
 class Target:

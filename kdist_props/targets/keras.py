@@ -20,7 +20,7 @@ from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.placement_types import Placement
 
 from kdist_props.specs import MODEL_PARALLEL
-from kdist_props.targets.base import Incompatible, Target, Unsupported
+from kdist_props.targets.base import Incompatible, Target, Unreadable, Unsupported
 
 BACKEND_MODULE = "keras.src.backend.torch.distribution_lib"
 
@@ -40,11 +40,43 @@ def find_backend_module():
         return None
 
 
+def torch_distribution_gap():
+    """Why this Keras has no torch distribution, from what its public API does
+    (whatever its module layout: a release with no backend module, or a tree
+    whose module exists but defines next to nothing), or None when it has one.
+    keras.distribution.list_devices() is the public function every
+    distribution starts from; it must list this process's devices."""
+    try:
+        devices = keras.distribution.list_devices()
+    except Exception as error:
+        return (f"keras {keras.__version__}: no torch distribution (keras.distribution.list_devices() raises "
+                f"{type(error).__name__}: {error})")
+    if not devices:
+        return f"keras {keras.__version__}: no torch distribution (keras.distribution.list_devices() lists no device)"
+    return None
+
+
+def construction_gap():
+    """Why this Keras cannot even build the simplest distribution on torch
+    (DataParallel on one CPU device), or None: without torch distribution,
+    Keras 3.12 to 3.14 raise there (distribution_lib is None), 3.15 builds it."""
+    try:
+        mesh = keras.distribution.DeviceMesh((1,), ["batch"], ["cpu:0"])
+        keras.distribution.DataParallel(device_mesh=mesh)
+    except Exception as error:
+        return (f"keras {keras.__version__}: keras.distribution.DataParallel cannot be built on torch "
+                f"({type(error).__name__}: {error})")
+    return None
+
+
 class KerasTarget(Target):
     name = "keras"
 
     def __init__(self):
-        self.lib = find_backend_module()
+        self.gap = torch_distribution_gap()
+        self.lib = find_backend_module() if self.gap is None else None
+        # Every clause builds a distribution or needs the backend module.
+        self.nothing_runs = construction_gap() if self.gap is not None else None
 
     def version(self):
         return keras.__version__
@@ -52,9 +84,12 @@ class KerasTarget(Target):
     def describe(self):
         facts = super().describe()
         facts["keras_backend_module"] = getattr(self.lib, "__file__", None)
+        facts["torch_distribution"] = self.gap or "present"
         return facts
 
     def missing(self, piece):
+        if self.gap is not None:
+            return self.gap
         if self.lib is None:
             return f"keras {keras.__version__}: keras.src.backend.torch has no distribution_lib"
         if not hasattr(self.lib, piece):
@@ -62,11 +97,13 @@ class KerasTarget(Target):
         return None
 
     def unsupported(self, clause):
+        if self.nothing_runs is not None:
+            return f"{self.gap}; {self.nothing_runs}"
         # The other clauses use public Keras only and run on every Keras.
         if clause in BACKEND_PROBES:
             return self.missing(BACKEND_PROBES[clause])
         if clause in NEEDS_BACKEND_MODULE and self.lib is None:
-            return f"keras {keras.__version__}: keras.src.backend.torch has no distribution_lib"
+            return self.gap or f"keras {keras.__version__}: keras.src.backend.torch has no distribution_lib"
         return None
 
     def _piece(self, name):
@@ -104,7 +141,7 @@ class KerasTarget(Target):
         else:
             mesh, source = self._piece("_to_backend_mesh")(device_mesh), f"{BACKEND_MODULE}._to_backend_mesh"
         if not isinstance(mesh, TorchDeviceMesh):
-            raise Incompatible(f"{source} returned {found(mesh)}, not a torch DeviceMesh")
+            raise Unreadable(f"{source} returned {found(mesh)}, not a torch DeviceMesh")
         return mesh
 
     def distribute_tensor(self, value, layout):
@@ -216,17 +253,17 @@ def found(value):
 
 
 def placements_of(placements, source):
-    """torch placements, or Incompatible when `source` gave something else."""
+    """torch placements, or Unreadable when `source` gave something else."""
     if isinstance(placements, (tuple, list)) and all(isinstance(p, Placement) for p in placements):
         return tuple(placements)
-    raise Incompatible(f"{source} returned {found(placements)}, not torch placements")
+    raise Unreadable(f"{source} returned {found(placements)}, not torch placements")
 
 
 def tensor_of(value, source):
-    """A torch tensor (DTensor or plain), or Incompatible when `source` gave something else."""
+    """A torch tensor (DTensor or plain), or Unreadable when `source` gave something else."""
     if isinstance(value, torch.Tensor):
         return value
-    raise Incompatible(f"{source} returned {found(value)}, not a torch tensor")
+    raise Unreadable(f"{source} returned {found(value)}, not a torch tensor")
 
 
 class ArrayInitializer(keras.initializers.Initializer):

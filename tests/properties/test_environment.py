@@ -14,10 +14,6 @@ from kdist_props.report import ENVIRONMENT_PARAM
 from kdist_props.specs import MeshSpec, PermutedGatherExample, TensorSpec
 from kdist_props.values import tensor_from
 
-# The rank protocol names a target for every run; a probe never calls it.
-NO_TARGET = "reference"
-
-
 class EnvironmentProbe:
     """Runs a torch-only body on every rank of the pool of one world size."""
 
@@ -26,12 +22,12 @@ class EnvironmentProbe:
 
     def run(self, body, example):
         pool = self.session.pools.get(self.world_size)
-        return pool.run(body, example, target=NO_TARGET, deadline_s=self.session.deadline)
+        return pool.run(body, example, deadline_s=self.session.config.deadline)  # no target: torch alone
 
 
 def pytest_generate_tests(metafunc):
     if ENVIRONMENT_PARAM in metafunc.fixturenames:
-        sizes = metafunc.config.kdist.world_sizes
+        sizes = metafunc.config.kdist.config.world_sizes
         metafunc.parametrize(ENVIRONMENT_PARAM, sizes, ids=[f"w{ws}" for ws in sizes], indirect=True)
 
 

@@ -39,7 +39,7 @@ class MeshLifecycle(RuleBasedStateMachine):
         super().__init__()
         self.configs = {}
         self.created = 0
-        self.device_types = KERAS_DEVICE_TYPES[self.kdist.session.device]
+        self.device_types = KERAS_DEVICE_TYPES[self.kdist.device]
         self.kdist.run(mesh_bodies.mesh_step, MeshStep("start"), stateful=True, starts_state=True)
 
     def step(self, step, agree=True):
@@ -107,7 +107,7 @@ def test_backend_mesh_matches_its_configuration_whatever_came_before(kdist):
 @pytest.mark.clause("mesh.reuse")
 @given(data=st.data())
 def test_equal_mesh_configuration_creates_no_new_process_group(kdist, data):
-    example = MeshReuseExample(data.draw(mesh_configs(kdist.world_size, KERAS_DEVICE_TYPES[kdist.session.device]),
+    example = MeshReuseExample(data.draw(mesh_configs(kdist.world_size, KERAS_DEVICE_TYPES[kdist.device]),
                                          label="mesh"))
     expected = MeshReuseObservation(new_groups=0, same_mesh=True)
     for rank, got in enumerate(kdist.run(mesh_bodies.mesh_reuse, example, agree=True)):

@@ -28,9 +28,8 @@ def test_any_variable_keeps_its_value_and_only_floats_get_gradients(kdist, data)
     example = data.draw(standalone_variables(kdist.world_size), label="variable")
     variable = example.variable
     differentiable = is_float_or_complex(variable.dtype)
+    # Creating never raises: an error fails the example as a RankError with its type.
     for rank, got in enumerate(kdist.run(tier_a.variable_wrapping, example)):
-        assert got.error is None, oracles.describe_mismatch(f"rank {rank} keras.Variable(...)", "a variable",
-                                                            got.error, example)
         assert got.requires_grad == (variable.trainable and differentiable), oracles.describe_mismatch(
             f"rank {rank} requires_grad", variable.trainable and differentiable, got.requires_grad, example)
         if variable.trainable and differentiable:

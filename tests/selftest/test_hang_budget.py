@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kdist_props.session import LONG_WAITS_PER_TEST
+from kdist_props.harness.runner import LONG_WAITS_PER_TEST
 
 pytestmark = pytest.mark.selftest
 

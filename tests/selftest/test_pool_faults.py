@@ -33,7 +33,7 @@ def inject(pools, world_size, kind, rank, expected, *, deadline_s=OK_DEADLINE_S,
     pool = pools.get(world_size)
     example = FaultExample(kind, rank, value)
     with pytest.raises(RankFailure) as caught:
-        pool.run(probes.fault, example, target=None, deadline_s=deadline_s, agree=agree)
+        pool.run(probes.fault, example, deadline_s=deadline_s, agree=agree)
     error = caught.value
     assert type(error) is expected, (
         f"fault {example} on {world_size} ranks: expected {expected.__name__}, "
@@ -71,7 +71,7 @@ def assert_next_example_works(pools, world_size, old_pool, *, pool_survives, aft
         # Pool.kill reaps through the zygote before raising, so not even a zombie may remain.
         assert_reaped(old_pool.pids, f"ranks of the pool killed after {after}")
     pool = pools.get(world_size)
-    observations = pool.run(probes.rank_identity, None, target=None, deadline_s=OK_DEADLINE_S)
+    observations = pool.run(probes.rank_identity, None, deadline_s=OK_DEADLINE_S)
     got = [(o.rank, o.world_size, o.pid) for o in observations]
     expected = [(r, world_size, pid) for r, pid in enumerate(pool.pids)]
     assert got == expected, f"rank_identity after {after}: expected (rank, world size, pid) {expected}, got {got}"
@@ -163,7 +163,7 @@ def test_desync_is_a_rank_desync_showing_every_ranks_value(pools, world_size, ra
 
 def test_desync_goes_unnoticed_without_agree(pools):
     """agree=False: differing observations are the body's business, not an error."""
-    got = pools.get(2).run(probes.fault, FaultExample("desync", 1, 41), target=None,
+    got = pools.get(2).run(probes.fault, FaultExample("desync", 1, 41),
                            deadline_s=OK_DEADLINE_S)
     assert got == [41, 42], f"expected [41, 42] (rank 1 adds one), got {got}"
 
@@ -202,13 +202,13 @@ def test_first_line_of_the_report_names_the_cause(pools, kind):
 
 
 def remember(pool, *, stateful):
-    return pool.run(probes.remember, None, target=None, deadline_s=OK_DEADLINE_S, stateful=stateful)
+    return pool.run(probes.remember, None, deadline_s=OK_DEADLINE_S, stateful=stateful)
 
 
 def fresh_pool(pools, world_size):
     """A pool whose ranks hold no state: a stateless example ends with a reset."""
     pool = pools.get(world_size)
-    pool.run(probes.noop, None, target=None, deadline_s=OK_DEADLINE_S)
+    pool.run(probes.noop, None, deadline_s=OK_DEADLINE_S)
     return pool
 
 
@@ -262,7 +262,7 @@ def test_body_the_ranks_cannot_import_is_a_rank_error_on_every_rank(pools, drive
     world_size = 2
     pool = pools.get(world_size)
     with pytest.raises(RankError) as caught:
-        pool.run(driver_only_body, {}, target=None, deadline_s=OK_DEADLINE_S)
+        pool.run(driver_only_body, {}, deadline_s=OK_DEADLINE_S)
     assert_ranks_reported(caught.value, range(world_size))
     for r in range(world_size):
         assert_mentions(caught.value, f"No module named '{DRIVER_ONLY_MODULE}'", rank=r)
@@ -277,6 +277,6 @@ def test_unpicklable_body_fails_in_the_driver_and_spares_the_pool(pools):
         return ctx.rank + offset
 
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)) as caught:
-        pool.run(closure, {}, target=None, deadline_s=OK_DEADLINE_S)
+        pool.run(closure, {}, deadline_s=OK_DEADLINE_S)
     assert "closure" in str(caught.value), f"expected the error to name the body, got {caught.value!r}"
     assert_next_example_works(pools, 2, pool, pool_survives=True, after="an unpicklable body")

@@ -31,12 +31,12 @@ def manager():
 
 
 def test_pool_is_replaced_before_leaked_threads_pile_up(manager):
-    pids = set()
+    pids, replaced = set(), 0
     for _ in range(20):
-        pool = manager.get(WORLD_SIZE, replace_if=lambda p: p.holds_too_much(HEADROOM))
+        replaced += manager.replace_if(WORLD_SIZE, lambda p: p.holds_too_much(HEADROOM))
+        pool = manager.get(WORLD_SIZE)
         pids.update(pool.pids)
-        pool.run(leak_groups, SizeExample(GROUPS_PER_EXAMPLE), target=None, deadline_s=OK_DEADLINE_S)
-    replaced = manager.replacements.get(WORLD_SIZE, 0)
+        pool.run(leak_groups, SizeExample(GROUPS_PER_EXAMPLE), deadline_s=OK_DEADLINE_S)
     # 20 examples leave 60 groups (~180 threads) per rank if nothing is replaced.
     assert replaced >= 2, f"expected the pool to be replaced as groups piled up, got {replaced} replacements"
     assert len(pids) == WORLD_SIZE * (replaced + 1), f"expected fresh ranks per replacement, saw pids {sorted(pids)}"
@@ -46,7 +46,7 @@ def test_pool_is_replaced_before_leaked_threads_pile_up(manager):
 
 def test_pool_is_kept_where_the_caller_forbids_replacement(manager):
     pool = manager.get(WORLD_SIZE)
-    pool.run(leak_groups, SizeExample(16), target=None, deadline_s=OK_DEADLINE_S)
+    pool.run(leak_groups, SizeExample(16), deadline_s=OK_DEADLINE_S)
     assert pool.holds_too_much(HEADROOM), f"16 leaked groups (48 threads) leave no headroom: {pool.leaked()}"
     assert manager.get(WORLD_SIZE) is pool, "replaced although the caller (a stateful program's step) gave no leave"
     usage = pool.leaked()

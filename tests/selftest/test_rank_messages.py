@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 
 from kdist_props.cluster import RankError
-from kdist_props.cluster.errors import BackendLimitation, ObservationTypeError
+from kdist_props.cluster.errors import ObservationTypeError
+from kdist_props.harness import limitations
 from kdist_props.specs import CollectiveProbe, SizeExample
 from tests.selftest.conftest import OK_DEADLINE_S
 
@@ -36,13 +37,21 @@ def returns_a_dict(ctx, example: SizeExample) -> SizeExample:
 
 
 def run(pools, body, example):
-    return pools.get(WORLD_SIZE).run(body, example, target=None, deadline_s=OK_DEADLINE_S)
+    return pools.get(WORLD_SIZE).run(body, example, deadline_s=OK_DEADLINE_S)
+
+
+def proven_limitation(pools, body, example):
+    """What the runner makes of a rank error: a BackendLimitation when proven, else None."""
+    with pytest.raises(RankError) as caught:
+        run(pools, body, example)
+    return caught.value, limitations.prove(pools.get(WORLD_SIZE), caught.value, example, deadline_s=OK_DEADLINE_S)
 
 
 def test_gloo_refusing_int16_broadcast_is_a_backend_limitation(pools):
-    with pytest.raises(BackendLimitation) as caught:
-        run(pools, broadcast_of_dtype, CollectiveProbe("broadcast", "int16"))
-    assert "refuses broadcast of int16 (harness probe)" in str(caught.value), str(caught.value)
+    error, limitation = proven_limitation(pools, broadcast_of_dtype, CollectiveProbe("broadcast", "int16"))
+    assert error.outcomes[0].refused is not None, f"the rank did not describe a refusal: {error.outcomes[0]}"
+    assert isinstance(limitation, limitations.BackendLimitation), f"expected a proven limitation, got {limitation}"
+    assert "refuses broadcast of int16 (harness probe)" in str(limitation), str(limitation)
 
 
 def test_a_dtype_gloo_takes_is_no_limitation(pools):
@@ -50,10 +59,17 @@ def test_a_dtype_gloo_takes_is_no_limitation(pools):
 
 
 def test_a_targets_own_unsupported_dtype_error_is_a_target_failure(pools):
-    with pytest.raises(RankError) as caught:
-        run(pools, refuses_dtype_itself, CollectiveProbe("broadcast", "int16"))
-    assert type(caught.value) is RankError, f"expected a RankError (target failure), got {caught.value!r}"
-    assert "ValueError: Unsupported dtype int16" in str(caught.value), str(caught.value)
+    error, limitation = proven_limitation(pools, refuses_dtype_itself, CollectiveProbe("broadcast", "int16"))
+    assert limitation is None, f"expected a target failure, got {limitation!r}"
+    assert error.outcomes[0].refused is None, "raised outside any torch.distributed collective: no refusal"
+    assert error.reason().startswith("ValueError: Unsupported dtype int16"), error.reason()
+
+
+def test_a_rank_sends_its_exception_typed(pools):
+    error, _ = proven_limitation(pools, refuses_dtype_itself, CollectiveProbe("broadcast", "int16"))
+    outcome = error.outcomes[1]
+    assert (outcome.type, outcome.message, outcome.verdict) == ("ValueError", "Unsupported dtype int16", None), outcome
+    assert "Traceback (most recent call last)" in outcome.traceback, outcome.traceback
 
 
 def test_ranks_that_failed_alike_print_one_traceback(pools):
@@ -67,7 +83,7 @@ def test_ranks_that_failed_alike_print_one_traceback(pools):
 def test_wrong_observation_type_is_one_error_in_the_driver(pools):
     pool = pools.get(WORLD_SIZE)
     with pytest.raises(ObservationTypeError) as caught:
-        pool.run(returns_a_dict, SizeExample(3), target=None, deadline_s=OK_DEADLINE_S)
+        pool.run(returns_a_dict, SizeExample(3), deadline_s=OK_DEADLINE_S)
     message = str(caught.value)
     for fragment in ("test_rank_messages.returns_a_dict", "must return SizeExample", "dict from rank(s) [0, 1]"):
         assert fragment in message, f"expected {fragment!r} in: {message}"

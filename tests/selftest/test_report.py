@@ -5,12 +5,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from kdist_props.report import (NOT_RUN_REASON, ReportBuilder, failures_in, load, summary_lines, to_markdown,
-                                write)
+from kdist_props.cluster.errors import RankCrash, RankError
+from kdist_props.cluster.messages import RaisedOutcome
+from kdist_props.harness.outcomes import failures
+from kdist_props.report import NOT_RUN_REASON, ReportBuilder, load, summary_lines, to_markdown, write
 
 pytestmark = pytest.mark.selftest
 
@@ -263,70 +264,31 @@ def test_a_fixed_torch_is_loud():
         "  ENVIRONMENT PROBE ERROR torch-permuted-mesh-gather w4: error detail"]
 
 
-# -- reading pytest's failure text ---------------------------------------------
+# -- failures, from the exceptions a test raised (never from its text) --------
 
-PYTEST_FAILURE = """\
-    @given(data=st.data())
->   def test_x(kdist, data):
-E   kdist_props.cluster.errors.RankError: rank(s) [0] of 2 raised: ValueError: bad
-E   --- rank 0 ---
-E   Traceback (most recent call last):
-E   ValueError: bad
-E   Falsifying example: test_x(
-E       kdist=kdist(target='keras', world_size=2),
-E       data=data(...),
-E   )
-E   Draw 1 (mesh): MeshSpec(shape=(2,), axis_names=('a',), ranks=(0, 1))
-E   You can reproduce this example by temporarily adding @reproduce_failure('6', b'AA') as a decorator
-"""
-
-
-def test_one_failure_in_pytest_text():
-    assert failures_in(PYTEST_FAILURE) == [(
-        "kdist_props.cluster.errors.RankError: rank(s) [0] of 2 raised: ValueError: bad",
-        "Falsifying example: test_x(\n    kdist=kdist(target='keras', world_size=2),\n    data=data(...),\n)\n"
+def test_a_rank_error_reason_starts_with_the_ranks_exception():
+    outcome = RaisedOutcome("ValueError", "bad\nsecond line", "Traceback (most recent call last):\nValueError: bad\n")
+    error = RankError("rank(s) [0] of 2 raised", {0: outcome.traceback}, outcomes={0: outcome})
+    error.add_note("Falsifying example: test_x(\n    data=data(...),\n)")
+    error.add_note("Draw 1 (mesh): MeshSpec(shape=(2,), axis_names=('a',), ranks=(0, 1))")
+    error.add_note("You can reproduce this example by temporarily adding @reproduce_failure('6', b'AA')")
+    assert failures(error) == [(
+        "ValueError: bad (rank(s) [0] of 2 raised)",
+        "Falsifying example: test_x(\n    data=data(...),\n)\n"
         "Draw 1 (mesh): MeshSpec(shape=(2,), axis_names=('a',), ranks=(0, 1))")]
 
 
-# Two distinct bugs, so Hypothesis raises an ExceptionGroup with two shrunk examples.
-TWO_BUGS = '''
-from hypothesis import given, strategies as st
-
-@given(data=st.data())
-def test_two_bugs(data):
-    x = data.draw(st.integers(0, 100), label="x")
-    if x > 10:
-        assert x < 5, f"expected x < 5, got {x}"
-    if x == 3:
-        raise ValueError(f"three is bad: {x}")
-'''
+def test_a_crash_reason_says_how_the_rank_ended():
+    error = RankCrash("rank(s) [1] of 2 died during the example", {1: "log"}, exit_codes={1: -9})
+    assert failures(error)[0][0] == "rank 1 killed by SIGKILL (exit code -9) (rank(s) [1] of 2 died during the example)"
 
 
-def _two_bug_longrepr(tmp_path):
-    """The longrepr text pytest gives a Hypothesis test that finds two distinct bugs."""
-    (tmp_path / "test_two.py").write_text(TWO_BUGS)
-    (tmp_path / "conftest.py").write_text(textwrap.dedent('''
-        import pytest
-        @pytest.hookimpl(hookwrapper=True)
-        def pytest_runtest_makereport(item, call):
-            report = (yield).get_result()
-            if report.when == "call" and report.failed:
-                open("longrepr.txt", "w").write(str(report.longrepr))
-    '''))
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:kdist_props",
-                    "test_two.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    return (tmp_path / "longrepr.txt").read_text()
-
-
-def test_a_real_exception_group_gives_two_failures(tmp_path):
-    text = _two_bug_longrepr(tmp_path)
-    assert "Hypothesis found 2 distinct failures" in text, text
-    (first, first_example), (second, second_example) = sorted(failures_in(text))
-    assert first == "AssertionError: expected x < 5, got 11"
-    assert second == "ValueError: three is bad: 3"
-    assert first_example.splitlines()[-1] == "Draw 1 (x): 11"
-    assert second_example.splitlines()[-1] == "Draw 1 (x): 3"
-    assert first_example.splitlines()[:3] == ["Failing test case: test_two_bugs(", "    data=data(...),", ")"]
+def test_an_exception_group_gives_one_failure_per_member():
+    first, second = AssertionError("expected x < 5, got 11\nassert 11 < 5"), ValueError("three is bad: 3")
+    first.add_note("Draw 1 (x): 11")
+    second.add_note("Draw 1 (x): 3")
+    assert failures(ExceptionGroup("Hypothesis found 2 distinct failures", [first, second])) == [
+        ("AssertionError: expected x < 5, got 11", "Draw 1 (x): 11"), ("ValueError: three is bad: 3", "Draw 1 (x): 3")]
 
 
 # -- end to end: a pytest session writes the report ------------------------------
@@ -334,6 +296,8 @@ def test_a_real_exception_group_gives_two_failures(tmp_path):
 SESSION_TESTS = '''
 import pytest
 from hypothesis import given, strategies as st
+
+from kdist_props.targets.base import Incompatible
 
 
 @pytest.mark.clause("layout.variable")
@@ -347,12 +311,12 @@ def test_two_bugs(kdist, data):
 
 @pytest.mark.clause("layout.variable")
 def test_cannot_drive(kdist):
-    pytest.skip("incompatible: _to_backend_layout returned a str")
+    raise Incompatible("_to_backend_layout returned a str")
 
 
 @pytest.mark.clause("ops.scope")
 def test_only_incompatible(kdist):
-    pytest.skip("incompatible: backend_layout is a dict")
+    raise Incompatible("backend_layout is a dict")
 
 
 @pytest.mark.clause("variable.read")

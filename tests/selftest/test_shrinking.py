@@ -50,7 +50,7 @@ def shrink(pools, body, *, agree, expected_error):
     def property_through_pool(n):
         tried.append(n)
         # Ask the manager each time, as the plugin's runner does.
-        pools.get(WORLD_SIZE).run(body, SizeExample(n), target=None, deadline_s=OK_DEADLINE_S, agree=agree)
+        pools.get(WORLD_SIZE).run(body, SizeExample(n), deadline_s=OK_DEADLINE_S, agree=agree)
 
     with pytest.raises(expected_error) as caught:
         property_through_pool()

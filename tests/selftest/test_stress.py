@@ -84,7 +84,7 @@ def expected_matmul(n):
 def check_ordinary(pools, step, kind, world_size, example):
     pool = pools.get(world_size)
     body = getattr(probes, kind)
-    got = pool.run(body, example, target=None, deadline_s=OK_DEADLINE_S)
+    got = pool.run(body, example, deadline_s=OK_DEADLINE_S)
     where = f"step {step}: {kind}({example}) on {world_size} ranks"
     assert len(got) == world_size, f"{where}: expected {world_size} observations, got {len(got)}"
     if kind == "noop":
@@ -104,7 +104,7 @@ def check_fault(pools, step, kind, world_size, example):
     where = f"step {step}: fault {example} on {world_size} ranks"
     deadline_s = HANG_DEADLINE_S if kind.startswith("hang") else OK_DEADLINE_S
     try:
-        got = pool.run(probes.fault, example, target=None, deadline_s=deadline_s, agree=True)
+        got = pool.run(probes.fault, example, deadline_s=deadline_s, agree=True)
     except RankFailure as error:
         assert type(error) is expected, f"{where}: expected {expected.__name__}, got {type(error).__name__}:\n{error}"
         assert example.rank in error.details, f"{where}: the report omits the faulty rank:\n{error}"
