@@ -371,7 +371,7 @@ class TrainObservation:
 
 @dataclass(frozen=True)
 class Source:
-    """An input as a user hands it over: `kind` is one of specs.SOURCE_KINDS.
+    """An input as a user hands it over: `kind` is one of PLAIN_SOURCE_KINDS or DISTRIBUTED_SOURCE_KINDS.
     `axes` lays out the "dtensor" and "variable" kinds (a DTensor, or a Keras
     variable with that explicit layout, on the example's mesh)."""
 
@@ -383,7 +383,7 @@ class Source:
 # leaf: a plain tensor; non-leaf: computed from one that requires grad;
 # strided: a non-contiguous view into a larger storage.
 PLAIN_SOURCE_KINDS = ("leaf", "non-leaf", "strided", "numpy")
-SOURCE_KINDS = PLAIN_SOURCE_KINDS + ("dtensor", "variable")
+DISTRIBUTED_SOURCE_KINDS = ("dtensor", "variable")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from kdist_props import oracles
 from kdist_props.properties import inputs, tier_a
-from kdist_props.specs import DataInputExample, StorageExample, TensorSpec
+from kdist_props.specs import DISTRIBUTED_SOURCE_KINDS, PLAIN_SOURCE_KINDS, DataInputExample, StorageExample, \
+    TensorSpec
 from kdist_props.strategies.dtypes import dtypes
 from kdist_props.strategies.inputs import distribute_examples, unchanged_examples
 from kdist_props.strategies.meshes import meshes
@@ -41,12 +42,23 @@ def assert_chunk_shards(observations, full, mesh, axes, example):
         oracles.assert_identical(got.full, full, f"rank {rank} full tensor", example)
 
 
-@pytest.mark.clause("tensor.inputs")
-@given(data=st.data())
-def test_any_input_gives_its_chunk_shards(kdist, data):
-    example = data.draw(distribute_examples(kdist.world_size), label="example")
+def assert_distributes(kdist, example):
     observations = kdist.run(inputs.distribute_input, example)
     assert_chunk_shards(observations, tensor_from(example.source.tensor), example.mesh, example.axes, example)
+
+
+# Plain and distributed inputs apart: a target that refuses one kind must not hide what it does to the other.
+@pytest.mark.clause("tensor.inputs")
+@given(data=st.data())
+def test_any_plain_input_gives_its_chunk_shards(kdist, data):
+    assert_distributes(kdist, data.draw(distribute_examples(kdist.world_size, PLAIN_SOURCE_KINDS), label="example"))
+
+
+@pytest.mark.clause("tensor.inputs")
+@given(data=st.data())
+def test_a_distributed_input_is_redistributed(kdist, data):
+    example = data.draw(distribute_examples(kdist.world_size, DISTRIBUTED_SOURCE_KINDS), label="example")
+    assert_distributes(kdist, example)
 
 
 def assert_input_unchanged(observations, example):
