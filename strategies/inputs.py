@@ -61,8 +61,12 @@ def distribute_examples(draw, world_size, kinds):
 def unchanged_examples(draw, world_size, assign):
     """tensor.input-unchanged: a plain input, its values the same on every rank or
     not, to distribute (assign=False) or to assign to a variable with an
-    explicit layout under ModelParallel (assign=True), where Keras distributes it."""
-    mesh = draw(meshes(world_size, identity_order=True), label="mesh")
+    explicit layout under ModelParallel (assign=True), where Keras distributes
+    it: on a mesh of two or three axes, so that one assignment both cuts the
+    value on one axis and replicates it on another. Assigned values always
+    differ by rank: only then does a write into them show, and assign has no
+    other question for values that agree (variable.assign asks those)."""
+    mesh = draw(meshes(world_size, min_ndim=2 if assign else 1, identity_order=True), label="mesh")
     tensor, axes = draw(laid_out_tensors(mesh), label="tensor")
     # Non-leaf inputs are tensor.inputs' own: a target that refuses them must not hide a write into the others.
     kinds = [kind for kind in PLAIN_SOURCE_KINDS if kind != "non-leaf"]
@@ -72,7 +76,8 @@ def unchanged_examples(draw, world_size, assign):
         variable = VariableSpec(tensor.shape, tensor.dtype, path="assigned", preassigned=axes)
         distribution = DistributionSpec(MODEL_PARALLEL, mesh, batch_dim_name=mesh.axis_names[0])
         into = VariableExample(distribution, variable, replace(tensor, seed=draw(seeds, label="initial seed")))
-    return UnchangedExample(mesh, source, axes, draw(st.booleans(), label="values differ by rank"), into)
+    per_rank = assign or draw(st.booleans(), label="values differ by rank")
+    return UnchangedExample(mesh, source, axes, per_rank, into)
 
 
 @st.composite
