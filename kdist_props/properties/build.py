@@ -67,13 +67,16 @@ def describe_storage(x):
     distributed = isinstance(x, DTensor)
     return StorageObservation(
         is_dtensor=distributed,
-        placements=describe_placements(x.placements) if distributed else None,
+        placements=describe_placements(x.placements if distributed else None),
         local=local_value(x),
         full=full_value(x),
     )
 
 
 def describe_placements(placements):
+    """("S", dim) / ("R",) per mesh axis; None for no placements (a plain tensor)."""
+    if placements is None:
+        return None
     out = []
     for p in placements:
         if p.is_shard():

@@ -36,7 +36,7 @@ def stored(ctx, model, variable):
     axes, placements, local = ctx.target.variable_layout_of(variable)
     return StoredVariable(
         axes=tuple(axes),
-        placements=describe_placements(placements) if placements is not None else None,
+        placements=describe_placements(placements),
         local=plain(local),
         reads=tuple((how, plain(ctx.target.read(model, variable, how))) for how in READS),
     )
@@ -122,7 +122,7 @@ def explicit_variable(ctx, ex: ExplicitVariableExample) -> ExplicitVariableObser
     for step in ex.steps:
         ctx.target.assign(variable, plain_value(step.value, step.value_kind), step.how)
         axes, placements, _ = ctx.target.variable_layout_of(variable)
-        after_steps.append((tuple(axes), describe_placements(placements) if placements is not None else None,
+        after_steps.append((tuple(axes), describe_placements(placements),
                             plain(ctx.target.read(None, variable, "convert_to_numpy"))))
     product = None
     if ex.x is not None:
