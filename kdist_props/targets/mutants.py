@@ -2,6 +2,7 @@
 clause(s) it must fail; `tox -e selftest` checks that the suite catches it.
 Most are the bugs of ../shared/seeds/, written down as code."""
 
+import re
 from dataclasses import dataclass
 
 import keras
@@ -10,7 +11,8 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, distribute_tensor
 
 from kdist_props.gathers import full_tensor
-from kdist_props.targets.reference import ReferenceTarget, matmul_result_dtype
+from kdist_props.specs import MODEL_PARALLEL
+from kdist_props.targets.reference import ReferenceDistribution, ReferenceTarget, matmul_result_dtype
 from kdist_props.targets.reference_models import ReferenceVariable
 
 
@@ -262,6 +264,20 @@ class LayoutMapTupleOnly(ReferenceTarget):
         return ReferenceTarget._layout_map_axes(value)
 
 
+class PrefixMatchDistribution(ReferenceDistribution):
+    def axes_for(self, path, rank):
+        for key, axes in self.layout_map:
+            if re.match(key, path):  # the first key found at the start of the path, not a full match
+                return axes
+        return (None,) * rank
+
+
+class LayoutMapPrefixMatch(ReferenceTarget):
+    def layout_map_distribution(self, device_mesh, entries, batch_dim_name):
+        layout_map = [(key, self._layout_map_axes(value)) for key, value in entries]
+        return PrefixMatchDistribution(MODEL_PARALLEL, device_mesh, layout_map, batch_dim_name)
+
+
 class DevicesOfThisProcess(ReferenceTarget):
     def list_devices(self):
         return super().list_devices()[:1]  # the devices this process sees, as with no process group
@@ -315,6 +331,8 @@ MUTANTS = {
         Mutant("distribute-broadcasts-into-input", DistributeBroadcastsIntoInput, ("tensor.input-unchanged",),
                "replicated dims are broadcast from rank 0 into the caller's tensor"),
         Mutant("layout-map-tuple-only", LayoutMapTupleOnly, ("layoutmap.values",), "a list LayoutMap value raises"),
+        Mutant("layout-map-prefix-match", LayoutMapPrefixMatch, ("layoutmap.values",),
+               "LayoutMap keys found by re.match, first one wins: prefixes match, ambiguity goes unsaid"),
         Mutant("devices-of-this-process", DevicesOfThisProcess, ("distribution.defaults",),
                "list_devices() and DataParallel() see one process's device only"),
     )
