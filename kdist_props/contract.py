@@ -26,10 +26,23 @@ CLAUSES = (
     Clause("data.input", "A", "distribute_data_input of per-rank batches gives their concatenation in rank order"),
     Clause("ops.matmul", "A", "matmul of any DTensor/plain mix equals torch.matmul of the full operands, with Keras' "
            "result dtype, and never raises 'mixed torch.Tensor and DTensor'"),
+    Clause("tensor.inputs", "A", "distribute_tensor of a plain tensor (leaf or not, contiguous or not), a numpy "
+           "array, a Keras Variable or a DTensor of any layout gives the torch.chunk shards of its value, "
+           "redistributing where needed, never raising"),
+    Clause("tensor.input-unchanged", "A", "distribute_tensor and Variable.assign leave their input unchanged, value "
+           "and storage, on every rank, even where ranks pass different values"),
+    Clause("layoutmap.values", "A", "a LayoutMap value may be a TensorLayout, a tuple or a list; an exact key wins, "
+           "else the one full regex match; several matches, or a layout with the wrong number of axes, are a "
+           "ValueError naming the variable"),
+    Clause("distribution.defaults", "A", "list_devices() and DataParallel() with no arguments span every process; "
+           "ModelParallel(layout_map=..., batch_dim_name=...) takes the LayoutMap's mesh and that batch dim"),
     Clause("variable.scope", "B", "variables created under a distribution scope have the clause layout, the chunk "
            "shards and the single-process initial value"),
     Clause("variable.read", "B", "reading a distributed variable gives the full global value on every rank"),
     Clause("variable.assign", "B", "assigning plain values of any dtype keeps the layout and gives the new full value"),
+    Clause("variable.explicit-layout", "B", "keras.Variable(..., layout=...) with no distribution, under "
+           "DataParallel or ModelParallel, from a tensor, numpy or a DTensor, holds the chunk shards of its layout "
+           "and keeps layout and full value through reads, assign, assign_add, assign_sub and matmul"),
     Clause("optimizer.iterations", "B", "an optimizer under a distribution has an int scalar, non-trainable "
            "iterations that counts steps identically on every rank"),
     Clause("train.equivalence", "B", "k training steps under DataParallel/ModelParallel give the single-process loss "

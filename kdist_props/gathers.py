@@ -18,11 +18,15 @@ def replicated(x):
     """x gathered onto every rank (differentiably for floats), if it is a DTensor."""
     if not isinstance(x, DTensor):
         return x
-    placements = [Replicate()] * x.device_mesh.ndim
+    return redistributed(x, x.device_mesh, [Replicate()] * x.device_mesh.ndim)
+
+
+def redistributed(x, mesh, placements):
+    """DTensor x laid out anew by `placements` on `mesh` (differentiably for floats)."""
     wide = WIDER.get(x.dtype)
     if wide is None:
-        return x.redistribute(x.device_mesh, placements)
-    return x.to(wide).redistribute(x.device_mesh, placements).to(x.dtype)
+        return x.redistribute(mesh, placements)
+    return x.to(wide).redistribute(mesh, placements).to(x.dtype)
 
 
 def full_tensor(x):

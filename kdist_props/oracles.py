@@ -56,6 +56,29 @@ def expected_layout_map_axes(distribution, path, rank):
     return (None,) * rank
 
 
+def expected_layout_map_layout(entries, path, rank):
+    """(axes, None) for a variable at `path` with `rank` dims under a LayoutMap of
+    `entries` (specs.LayoutMapEntry), or (None, why) where making it must raise a
+    ValueError naming it. As Keras documents LayoutMap: the key equal to the
+    path, else the one key that fully matches it as a regular expression, else
+    replicated; several full matches are ambiguous; the axes must be one per dim."""
+    keys = [entry.key for entry in entries]
+    matching = [path] if path in keys else [key for key in keys if re.fullmatch(key, path)]
+    if len(matching) > 1:
+        return None, f"several keys fully match it: {matching}"
+    axes = next(entry.axes for entry in entries if entry.key == matching[0]) if matching else (None,) * rank
+    if len(axes) != rank:
+        return None, f"its layout {tuple(axes)} has {len(axes)} axes for {rank} dims"
+    return tuple(axes), None
+
+
+def expected_after_assign(current, how, value):
+    """A variable's value after `how` (assign, assign_add, assign_sub) of `value`, in its dtype."""
+    if how == "assign":
+        return value.to(current.dtype)
+    return (current + value if how == "assign_add" else current - value).to(current.dtype)
+
+
 def expected_backend_mesh(config):
     """The torch DeviceMesh of a Keras mesh configuration: the same shape, names
     and rank layout, on the torch device type of Keras' ("gpu" is torch's "cuda")."""

@@ -368,6 +368,149 @@ class TrainObservation:
     def initial_value(self, path):
         return dict(self.initial)[path]
 
+# == chapter: tensors, as users hand them over (tensor.inputs, tensor.input-unchanged) ==
+
+@dataclass(frozen=True)
+class Source:
+    """An input as a user hands it over: `kind` is one of PLAIN_SOURCE_KINDS or DISTRIBUTED_SOURCE_KINDS.
+    `axes` lays out the "dtensor" and "variable" kinds (a DTensor, or a Keras
+    variable with that explicit layout, on the example's mesh)."""
+
+    tensor: TensorSpec
+    kind: str
+    axes: tuple = None
+
+
+# leaf: a plain tensor; non-leaf: computed from one that requires grad;
+# strided: a non-contiguous view into a larger storage.
+PLAIN_SOURCE_KINDS = ("leaf", "non-leaf", "strided", "numpy")
+DISTRIBUTED_SOURCE_KINDS = ("dtensor", "variable")
+
+
+@dataclass(frozen=True)
+class DistributeExample:
+    """tensor.inputs: keras.distribution.distribute_tensor(source, TensorLayout(axes, mesh))."""
+
+    mesh: MeshSpec
+    source: Source
+    axes: tuple
+
+
+@dataclass(frozen=True)
+class UnchangedExample:
+    """tensor.input-unchanged: distribute `source` by `axes` (`into` None), or
+    assign it to a variable laid out by `into` (a VariableExample). With
+    `per_rank` each rank's values differ (seed + rank), so that a write of
+    another rank's values into the input shows."""
+
+    mesh: MeshSpec
+    source: Source
+    axes: tuple
+    per_rank: bool
+    into: VariableExample = None
+
+
+@dataclass(frozen=True)
+class InputObservation:
+    """The input's values and the bytes of its whole storage, before and after the call."""
+
+    value_before: object  # torch tensor
+    value_after: object
+    storage_before: object  # uint8 torch tensor
+    storage_after: object
+
+
+# == chapter: explicit layouts (variable.explicit-layout) ==
+
+@dataclass(frozen=True)
+class ExplicitStep:
+    """variable.explicit-layout, one step: `how` (assign, assign_add, assign_sub) the values of `value` as `value_kind`."""
+
+    how: str
+    value: TensorSpec
+    value_kind: str
+
+
+@dataclass(frozen=True)
+class ExplicitVariableExample:
+    """variable.explicit-layout: keras.Variable(initial, layout=TensorLayout(variable.preassigned, mesh))
+    made with no distribution (`distribution` None) or under it, then `steps`, then matmul(x, variable)."""
+
+    mesh: MeshSpec
+    distribution: DistributionSpec
+    variable: VariableSpec
+    initial: Source
+    steps: tuple  # ExplicitStep, ...
+    x: TensorSpec = None
+
+
+@dataclass(frozen=True)
+class ExplicitVariableObservation:
+    """The variable as made (StoredVariable), its layout and full value after each step, and the matmul."""
+
+    made: StoredVariable
+    after_steps: tuple  # ((axes, placements, full torch tensor), ...)
+    matmul: object = None  # torch tensor: the full product
+
+
+# == chapter: distributions as users build them (layoutmap.values, distribution.defaults) ==
+
+# LayoutMap values as users write them (the LayoutMap docstring allows all three).
+LAYOUT_MAP_FORMS = ("TensorLayout", "tuple", "list")
+
+
+@dataclass(frozen=True)
+class LayoutMapEntry:
+    key: str  # a regular expression, or a variable's exact path
+    axes: tuple
+    form: str  # one of LAYOUT_MAP_FORMS
+
+
+@dataclass(frozen=True)
+class LayoutMapExample:
+    """layoutmap.values: a variable of `variable` made under ModelParallel(layout_map=<entries on mesh>)."""
+
+    mesh: MeshSpec
+    entries: tuple  # LayoutMapEntry, ...
+    variable: VariableSpec
+    initial: TensorSpec
+
+
+@dataclass(frozen=True)
+class LayoutMapObservation:
+    """The variable's layout axes and local shard, or the error creating it raised (type name, message)."""
+
+    axes: tuple = None
+    local: object = None
+    error_type: str = None
+    error: str = None
+
+
+@dataclass(frozen=True)
+class DefaultsExample:
+    """distribution.defaults: DataParallel() and list_devices() with no arguments, and
+    ModelParallel(layout_map=LayoutMap(mesh), batch_dim_name=batch_dim_name)."""
+
+    mesh: MeshSpec
+    batch_dim_name: str
+
+
+@dataclass(frozen=True)
+class DistributionFacts:
+    """A distribution's mesh (shape, axis names, devices) and batch dim name."""
+
+    shape: tuple
+    axis_names: tuple
+    devices: tuple
+    batch_dim_name: str
+
+
+@dataclass(frozen=True)
+class DefaultsObservation:
+    devices: tuple  # what list_devices() returned
+    data_parallel: DistributionFacts
+    model_parallel: DistributionFacts
+
 # == chapter: harness (run/reply messages, leak observations) ==
 
 SHUTDOWN = "shutdown"  # driver -> rank: leave (destroy the process group, then exit)

@@ -6,7 +6,7 @@ import keras
 import torch
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
-from kdist_props.specs import LayoutObservation
+from kdist_props.specs import LayoutObservation, StorageObservation
 from kdist_props.gathers import full_tensor
 from kdist_props.torch_mesh import build_mesh
 from kdist_props.values import is_float_or_complex, tensor_from
@@ -44,9 +44,13 @@ def harness_dtensor(ctx, mesh_spec, operand):
     value = tensor_from(operand.tensor).to(ctx.device)
     if not operand.is_distributed:
         return value
-    axes = operand.axes
+    return harness_distribute(ctx, mesh_spec, value, operand.axes)
+
+
+def harness_distribute(ctx, mesh_spec, value, axes):
+    """`value` as a DTensor laid out by `axes`, built by the harness (no target involved)."""
     placements = [Shard(axes.index(n)) if n in axes else Replicate() for n in mesh_spec.axis_names]
-    return distribute_tensor(value, harness_mesh(ctx, mesh_spec), placements, src_data_rank=None)
+    return distribute_tensor(value.to(ctx.device), harness_mesh(ctx, mesh_spec), placements, src_data_rank=None)
 
 
 def full_value(x):
@@ -58,7 +62,21 @@ def local_value(x):
     return (x.to_local() if isinstance(x, DTensor) else x).detach().cpu()
 
 
+def describe_storage(x):
+    """What a distribute call gave: DTensor or not, placements, this rank's shard, the whole."""
+    distributed = isinstance(x, DTensor)
+    return StorageObservation(
+        is_dtensor=distributed,
+        placements=describe_placements(x.placements if distributed else None),
+        local=local_value(x),
+        full=full_value(x),
+    )
+
+
 def describe_placements(placements):
+    """("S", dim) / ("R",) per mesh axis; None for no placements (a plain tensor)."""
+    if placements is None:
+        return None
     out = []
     for p in placements:
         if p.is_shard():

@@ -6,12 +6,12 @@ from torch.distributed.tensor import DTensor
 from kdist_props.properties.build import (
     describe_layout,
     describe_placements,
+    describe_storage,
     full_value,
     harness_dtensor,
     keras_layout,
     keras_mesh,
     keras_variable,
-    local_value,
 )
 from kdist_props.specs import (
     DataInputExample,
@@ -78,14 +78,7 @@ def is_parameter(value):
 def tensor_storage(ctx, ex: StorageExample) -> StorageObservation:
     """tensor.storage: this rank's shard and the full tensor of distribute_tensor."""
     layout = keras_layout(ex.axes, keras_mesh(ctx, ex.mesh))
-    dt = ctx.target.distribute_tensor(tensor_from(ex.tensor), layout)
-    distributed = isinstance(dt, DTensor)
-    return StorageObservation(
-        is_dtensor=distributed,
-        placements=describe_placements(dt.placements) if distributed else None,
-        local=local_value(dt),
-        full=full_value(dt),
-    )
+    return describe_storage(ctx.target.distribute_tensor(tensor_from(ex.tensor), layout))
 
 
 def data_input(ctx, ex: DataInputExample) -> FullObservation:

@@ -4,10 +4,13 @@ import numpy as np
 import torch
 
 from kdist_props import training
-from kdist_props.properties.build import describe_placements, full_value, keras_mesh, local_value
+from kdist_props.properties.build import describe_placements, full_value, keras_layout, keras_mesh, local_value
+from kdist_props.properties.inputs import target_variable, user_input
 from kdist_props.specs import (
     AssignExample,
     AssignObservation,
+    ExplicitVariableExample,
+    ExplicitVariableObservation,
     FullObservation,
     ModelExample,
     ModelStorageObservation,
@@ -33,7 +36,7 @@ def stored(ctx, model, variable):
     axes, placements, local = ctx.target.variable_layout_of(variable)
     return StoredVariable(
         axes=tuple(axes),
-        placements=describe_placements(placements) if placements is not None else None,
+        placements=describe_placements(placements),
         local=plain(local),
         reads=tuple((how, plain(ctx.target.read(model, variable, how))) for how in READS),
     )
@@ -51,8 +54,7 @@ def model_storage(ctx, ex: ModelExample) -> ModelStorageObservation:
 def made_variable(ctx, spec):
     """(distribution, variable) of a VariableExample."""
     mesh = keras_mesh(ctx, spec.distribution.mesh)
-    distribution = ctx.target.make_distribution(spec.distribution, mesh)
-    return distribution, ctx.target.make_variable(distribution, mesh, spec.variable, tensor_from(spec.initial))
+    return target_variable(ctx, mesh, spec.distribution, spec.variable, tensor_from(spec.initial))
 
 
 def standalone_variable(ctx, ex: VariableExample) -> StoredVariable:
@@ -63,14 +65,15 @@ def standalone_variable(ctx, ex: VariableExample) -> StoredVariable:
 
 def plain(value):
     """What a read handed the user (numpy, tensor, DTensor, Keras variable) as a
-    CPU tensor. A DTensor counts as what this rank holds: a read that returns
-    one has not given the user the full value."""
+    CPU tensor, copied (a later assignment must not change what was observed).
+    A DTensor counts as what this rank holds: a read that returns one has not
+    given the user the full value."""
     if torch.is_tensor(value):
-        return local_value(value)
+        return local_value(value).clone()
     array = np.asarray(value)
     if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, which torch cannot import: move the bits
         return torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
-    return torch.as_tensor(array)
+    return torch.as_tensor(array.copy())
 
 
 def variable_assign(ctx, ex: AssignExample) -> AssignObservation:
@@ -104,3 +107,24 @@ def variable_matmul(ctx, ex: VariableMatmulExample) -> FullObservation:
     """ops.scope: keras.ops.matmul of a plain input with a standalone (laid out) variable."""
     distribution, variable = made_variable(ctx, ex.target)
     return FullObservation(full_value(ctx.target.variable_matmul(distribution, tensor_from(ex.x), variable)))
+
+
+def explicit_variable(ctx, ex: ExplicitVariableExample) -> ExplicitVariableObservation:
+    """variable.explicit-layout: a variable made with a layout, with or without a
+    distribution; its storage, then layout and value after each assignment, then matmul."""
+    mesh = keras_mesh(ctx, ex.mesh)
+    distribution = ctx.target.make_distribution(ex.distribution, mesh) if ex.distribution else None
+    initial = user_input(ctx, mesh, ex.mesh, ex.initial, tensor_from(ex.initial.tensor))
+    variable = ctx.target.make_explicit_variable(distribution, keras_layout(ex.variable.preassigned, mesh), initial,
+                                                 ex.variable)
+    made = stored(ctx, None, variable)
+    after_steps = []
+    for step in ex.steps:
+        ctx.target.assign(variable, plain_value(step.value, step.value_kind), step.how)
+        axes, placements, _ = ctx.target.variable_layout_of(variable)
+        after_steps.append((tuple(axes), describe_placements(placements),
+                            plain(ctx.target.read(None, variable, "convert_to_numpy"))))
+    product = None
+    if ex.x is not None:
+        product = full_value(ctx.target.variable_matmul(distribution, tensor_from(ex.x), variable))
+    return ExplicitVariableObservation(made, tuple(after_steps), product)

@@ -69,7 +69,22 @@ class Target:
         raise NotImplementedError
 
     def distribute_tensor(self, value, layout):
-        """A DTensor whose global value is `value` (every rank passes the same)."""
+        """A DTensor whose global value is `value` (every rank passes the same): a
+        tensor (leaf or not, contiguous or not), a numpy array, a variable or a
+        DTensor of any layout. `value` itself is left as it was."""
+        raise NotImplementedError
+
+    def layout_map_distribution(self, device_mesh, entries, batch_dim_name):
+        """ModelParallel(layout_map=..., batch_dim_name=...) of a LayoutMap on
+        `device_mesh` filled with `entries` ((key, TensorLayout, tuple or list), ...)."""
+        raise NotImplementedError
+
+    def default_data_parallel(self):
+        """DataParallel() with no arguments."""
+        raise NotImplementedError
+
+    def list_devices(self):
+        """keras.distribution.list_devices() with no arguments."""
         raise NotImplementedError
 
     def distribute_data_input(self, local_batch, layout, batch_dim_name):
@@ -86,6 +101,13 @@ class Target:
         """A standalone variable (specs.VariableSpec) created under the distribution
         from the values `initial`: laid out by spec.preassigned when given (an
         explicit layout), else by the distribution; spec.trainable as given."""
+        raise NotImplementedError
+
+    def make_explicit_variable(self, distribution, layout, initial, spec):
+        """keras.Variable(initial, layout=layout) made with no distribution
+        (`distribution` None) or under it; `initial` as the user has it: a
+        tensor, a numpy array or a DTensor. A layout with another number of axes
+        than the variable's dims is a ValueError naming the variable."""
         raise NotImplementedError
 
     def variable_value(self, variable):
@@ -116,7 +138,7 @@ class Target:
         raise NotImplementedError
 
     def assign(self, variable, value, how):
-        """variable.assign / assign_add / set_weights with a plain value."""
+        """variable.assign / assign_add / assign_sub / set_weights with a plain value, left as it was."""
         raise NotImplementedError
 
     def train(self, model, spec, x, y):

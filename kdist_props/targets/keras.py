@@ -10,6 +10,7 @@ read is Incompatible (never a failure); a missing piece is Unsupported, with
 the piece and the Keras version in the reason.
 """
 
+import contextlib
 import importlib
 import inspect
 
@@ -28,7 +29,11 @@ BACKEND_MODULE = "keras.src.backend.torch.distribution_lib"
 # keras.distribution.distribute_tensor) ends in the torch backend's
 # distribution_lib: without that module they cannot work. ops.matmul is here
 # because only that module makes DTensors: without it Keras' matmul never meets one.
-NEEDS_BACKEND_MODULE = ("layout.placements", "mesh.identity", "mesh.reuse", "tensor.storage", "ops.matmul")
+NEEDS_BACKEND_MODULE = ("layout.placements", "mesh.identity", "mesh.reuse", "tensor.storage", "ops.matmul",
+                        # Released Keras with no torch distribution_lib keeps every value plain, whatever the API
+                        # accepts: these would only say that again.
+                        "tensor.inputs", "tensor.input-unchanged", "variable.explicit-layout", "layoutmap.values",
+                        "distribution.defaults")
 # Clauses with no public route: backend probes, used where present.
 BACKEND_PROBES = {"data.input": "distribute_data_input"}
 
@@ -118,12 +123,22 @@ class KerasTarget(Target):
     def make_distribution(self, spec, device_mesh):
         # Every rank feeds its own slice already: Keras must not shard it again.
         if spec.kind == MODEL_PARALLEL:
-            layout_map = keras.distribution.LayoutMap(device_mesh)
-            for path, axes in spec.layout_map:
-                layout_map[path] = tuple(axes)
-            return keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name=spec.batch_dim_name,
-                                                    auto_shard_dataset=False)
+            return self.layout_map_distribution(device_mesh, [(path, tuple(axes)) for path, axes in spec.layout_map],
+                                                spec.batch_dim_name)
         return keras.distribution.DataParallel(device_mesh=device_mesh, auto_shard_dataset=False)
+
+    def layout_map_distribution(self, device_mesh, entries, batch_dim_name):
+        layout_map = keras.distribution.LayoutMap(device_mesh)
+        for key, value in entries:
+            layout_map[key] = value
+        return keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name=batch_dim_name,
+                                                auto_shard_dataset=False)
+
+    def default_data_parallel(self):
+        return keras.distribution.DataParallel()
+
+    def list_devices(self):
+        return keras.distribution.list_devices()
 
     def variable_layout(self, distribution, variable):
         return distribution.get_variable_layout(variable)
@@ -202,12 +217,17 @@ class KerasTarget(Target):
     def make_variable(self, distribution, device_mesh, spec, initial):
         explicit = {}
         if spec.preassigned is not None:
-            if "layout" not in inspect.signature(keras.Variable.__init__).parameters:
-                raise Unsupported(f"keras {keras.__version__}: keras.Variable has no layout argument")
             explicit["layout"] = keras.distribution.TensorLayout(list(spec.preassigned), device_mesh)
+            require_layout_argument()
         with distribution.scope():
             return keras.Variable(ArrayInitializer(initial), shape=spec.shape, dtype=spec.dtype,
                                   trainable=spec.trainable, name=spec.path, **explicit)
+
+    def make_explicit_variable(self, distribution, layout, initial, spec):
+        # The value itself, as users write keras.Variable(x, layout=...), not an initializer.
+        require_layout_argument()
+        with scope_of(distribution):
+            return keras.Variable(initial, dtype=spec.dtype, trainable=spec.trainable, name=spec.path, layout=layout)
 
     def variable_value(self, variable):
         return tensor_of(variable.value, "keras.Variable.value")
@@ -217,10 +237,8 @@ class KerasTarget(Target):
             holder = keras.layers.Layer()
             holder.held = variable  # tracked: holder.weights == [variable]
             holder.set_weights([keras.ops.convert_to_numpy(value)])  # numpy has no bfloat16 of its own
-        elif how == "assign_add":
-            variable.assign_add(value)
         else:
-            variable.assign(value)
+            {"assign": variable.assign, "assign_add": variable.assign_add, "assign_sub": variable.assign_sub}[how](value)
 
     def train(self, model, spec, x, y):
         optimizer = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[spec.optimizer]
@@ -244,8 +262,18 @@ class KerasTarget(Target):
             return keras.ops.matmul(x, model.weights[0])
 
     def variable_matmul(self, distribution, x, variable):
-        with distribution.scope():
+        with scope_of(distribution):
             return keras.ops.matmul(x, variable)
+
+
+def scope_of(distribution):
+    """The distribution's scope, or no scope at all for None."""
+    return distribution.scope() if distribution is not None else contextlib.nullcontext()
+
+
+def require_layout_argument():
+    if "layout" not in inspect.signature(keras.Variable.__init__).parameters:
+        raise Unsupported(f"keras {keras.__version__}: keras.Variable has no layout argument")
 
 
 def found(value):

@@ -2,14 +2,18 @@
 clause(s) it must fail; `tox -e selftest` checks that the suite catches it.
 Most are the bugs of ../shared/seeds/, written down as code."""
 
+import re
 from dataclasses import dataclass
 
 import keras
 import torch
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.tensor import DTensor, Replicate
+from torch.distributed.tensor import DTensor, Replicate, distribute_tensor
 
-from kdist_props.targets.reference import ReferenceTarget, matmul_result_dtype
+from kdist_props.gathers import full_tensor
+from kdist_props.specs import MODEL_PARALLEL
+from kdist_props.targets.reference import ReferenceDistribution, ReferenceTarget, matmul_result_dtype
+from kdist_props.targets.reference_models import ReferenceVariable
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,64 @@ class MatmulHangsOnWideOperands(ReferenceTarget):
         return super().matmul(a, b)
 
 
+class ExplicitLayoutNeedsScope(ReferenceTarget):
+    def make_explicit_variable(self, distribution, layout, initial, spec):
+        if distribution is None:  # the layout is read only under a distribution: a plain, whole value
+            return ReferenceVariable(spec.path, full_tensor(self._user_tensor(initial)).detach().clone(), None,
+                                     spec.trainable)
+        return super().make_explicit_variable(distribution, layout, initial, spec)
+
+
+class DistributeRefusesNonLeaf(ReferenceTarget):
+    def distribute_tensor(self, value, layout):
+        if torch.is_tensor(value) and not value.is_leaf:  # torch's distribute_tensor, called as it is
+            raise RuntimeError("distribute_tensor should be used to distribute leaf tensors!")
+        return super().distribute_tensor(value, layout)
+
+
+class DistributeRefusesOtherLayout(ReferenceTarget):
+    def distribute_tensor(self, value, layout):
+        value = self._user_tensor(value)
+        if isinstance(value, DTensor) and tuple(value.placements) != self.to_placements(layout):
+            raise ValueError(f"Cannot distribute a DTensor with placements {value.placements}: call redistribute")
+        return super().distribute_tensor(value, layout)
+
+
+class DistributeBroadcastsIntoInput(ReferenceTarget):
+    def _distribute(self, value, layout):
+        if isinstance(value, DTensor):
+            return super()._distribute(value, layout)
+        # torch's default source rank: replicated dims are broadcast from rank 0 into the caller's own storage.
+        return distribute_tensor(value.detach(), self.to_backend_mesh(layout.device_mesh), self.to_placements(layout))
+
+
+class LayoutMapTupleOnly(ReferenceTarget):
+    @staticmethod
+    def _layout_map_axes(value):
+        if isinstance(value, list):  # only tuples are turned into a TensorLayout
+            raise ValueError(f"{value} should be a TensorLayout type, got {type(value)}")
+        return ReferenceTarget._layout_map_axes(value)
+
+
+class PrefixMatchDistribution(ReferenceDistribution):
+    def axes_for(self, path, rank):
+        for key, axes in self.layout_map:
+            if re.match(key, path):  # the first key found at the start of the path, not a full match
+                return axes
+        return (None,) * rank
+
+
+class LayoutMapPrefixMatch(ReferenceTarget):
+    def layout_map_distribution(self, device_mesh, entries, batch_dim_name):
+        layout_map = [(key, self._layout_map_axes(value)) for key, value in entries]
+        return PrefixMatchDistribution(MODEL_PARALLEL, device_mesh, layout_map, batch_dim_name)
+
+
+class DevicesOfThisProcess(ReferenceTarget):
+    def list_devices(self):
+        return super().list_devices()[:1]  # the devices this process sees, as with no process group
+
+
 MUTANTS = {
     m.name: m
     for m in (
@@ -260,5 +322,18 @@ MUTANTS = {
         Mutant("assign-int-fails", AssignIntFails, ("variable.assign",), "assigning to an int or bool variable raises"),
         Mutant("iterations-float", IterationsFloat, ("optimizer.iterations",), "iterations is a float"),
         Mutant("grad-missing-bias", GradMissingBias, ("train.equivalence",), "biases get no gradient"),
+        Mutant("explicit-layout-needs-scope", ExplicitLayoutNeedsScope, ("variable.explicit-layout",),
+               "keras.Variable(..., layout=...) outside a distribution scope is a plain whole value"),
+        Mutant("distribute-refuses-non-leaf", DistributeRefusesNonLeaf, ("tensor.inputs",),
+               "distribute_tensor raises on a tensor computed from one that requires grad"),
+        Mutant("distribute-refuses-other-layout", DistributeRefusesOtherLayout, ("tensor.inputs",),
+               "distribute_tensor raises on a DTensor or variable laid out another way"),
+        Mutant("distribute-broadcasts-into-input", DistributeBroadcastsIntoInput, ("tensor.input-unchanged",),
+               "replicated dims are broadcast from rank 0 into the caller's tensor"),
+        Mutant("layout-map-tuple-only", LayoutMapTupleOnly, ("layoutmap.values",), "a list LayoutMap value raises"),
+        Mutant("layout-map-prefix-match", LayoutMapPrefixMatch, ("layoutmap.values",),
+               "LayoutMap keys found by re.match, first one wins: prefixes match, ambiguity goes unsaid"),
+        Mutant("devices-of-this-process", DevicesOfThisProcess, ("distribution.defaults",),
+               "list_devices() and DataParallel() see one process's device only"),
     )
 }

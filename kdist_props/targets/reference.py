@@ -2,24 +2,39 @@
 on plain torch DTensor and Keras' own DeviceMesh / TensorLayout classes.
 It is the positive control: every property passes on it."""
 
+import re
+
 import keras
+import numpy as np
 import torch
+import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import kdist_props
-from kdist_props.specs import MODEL_PARALLEL
+from kdist_props.specs import DATA_PARALLEL, MODEL_PARALLEL
 from kdist_props.targets.base import Target
-from kdist_props.gathers import replicated
-from kdist_props.targets.reference_models import ReferenceModels
+from kdist_props.gathers import redistributed, replicated
+from kdist_props.targets.reference_models import ReferenceModels, ReferenceVariable
 from kdist_props.torch_mesh import build_mesh
 from kdist_props.values import is_float_or_complex
 
 
 class ReferenceDistribution:
-    def __init__(self, spec, device_mesh):
-        self.spec = spec
+    def __init__(self, kind, device_mesh, layout_map=(), batch_dim_name=None):
+        self.kind = kind
         self.device_mesh = device_mesh
-        self.layout_map = dict(spec.layout_map)
+        self.layout_map = tuple(layout_map)  # ((key, axes), ...)
+        self.batch_dim_name = batch_dim_name or device_mesh.axis_names[0]
+
+    def axes_for(self, path, rank):
+        """The LayoutMap's axes for `path`, as Keras documents LayoutMap: the
+        key equal to the path, else the one key that fully matches it as a
+        regular expression; replicated when none does."""
+        keys = [key for key, _ in self.layout_map]
+        matching = [path] if path in keys else [key for key in keys if re.fullmatch(key, path)]
+        if len(matching) > 1:
+            raise ValueError(f"variable {path!r} matches several LayoutMap keys: {matching}")
+        return dict(self.layout_map)[matching[0]] if matching else (None,) * rank
 
 
 class ReferenceTarget(ReferenceModels, Target):
@@ -35,15 +50,37 @@ class ReferenceTarget(ReferenceModels, Target):
         keras.distribution.set_distribution(None)
 
     def make_distribution(self, spec, device_mesh):
-        return ReferenceDistribution(spec, device_mesh)
+        return ReferenceDistribution(spec.kind, device_mesh, spec.layout_map, spec.batch_dim_name)
+
+    def layout_map_distribution(self, device_mesh, entries, batch_dim_name):
+        layout_map = [(key, self._layout_map_axes(value)) for key, value in entries]
+        return ReferenceDistribution(MODEL_PARALLEL, device_mesh, layout_map, batch_dim_name)
+
+    @staticmethod
+    def _layout_map_axes(value):
+        """A LayoutMap value's axes: a TensorLayout's, or a tuple or list of them."""
+        if isinstance(value, keras.distribution.TensorLayout):
+            return tuple(value.axes)
+        if isinstance(value, (tuple, list)):
+            return tuple(value)
+        raise ValueError(f"a LayoutMap value is a TensorLayout, tuple or list, not {type(value).__name__}")
+
+    def list_devices(self):
+        device_type = "gpu" if dist.get_backend() == "nccl" else "cpu"
+        return [f"{device_type}:{rank}" for rank in range(dist.get_world_size())]
+
+    def default_data_parallel(self):
+        devices = self.list_devices()
+        mesh = keras.distribution.DeviceMesh((len(devices),), ["batch"], devices=devices)
+        return ReferenceDistribution(DATA_PARALLEL, mesh)
 
     def variable_layout(self, distribution, variable):
         preassigned = getattr(variable, "_layout", None)
         if preassigned is not None:
             return preassigned
         axes = [None] * len(variable.shape)
-        if distribution.spec.kind == MODEL_PARALLEL:
-            axes = list(distribution.layout_map.get(variable.path, axes))
+        if distribution.kind == MODEL_PARALLEL:
+            axes = list(distribution.axes_for(variable.path, len(variable.shape)))
         return keras.distribution.TensorLayout(axes, distribution.device_mesh)
 
     def to_placements(self, layout):
@@ -80,9 +117,21 @@ class ReferenceTarget(ReferenceModels, Target):
 
     def _distribute(self, value, layout):
         mesh = self.to_backend_mesh(layout.device_mesh)
+        if isinstance(value, DTensor):
+            return redistributed(value.detach(), mesh, self.to_placements(layout))
         # Every rank holds the same global value, so each can cut its own shard:
-        # no scatter, hence no dependence on which dtypes the backend can send.
-        return distribute_tensor(value, mesh, self.to_placements(layout), src_data_rank=None)
+        # no scatter (nothing written into `value`), and no dependence on which
+        # dtypes the backend can send.
+        return distribute_tensor(value.detach(), mesh, self.to_placements(layout), src_data_rank=None)
+
+    @staticmethod
+    def _user_tensor(value):
+        """What a user hands over (tensor, numpy array, variable) as a tensor, copying numpy."""
+        if isinstance(value, ReferenceVariable):
+            return value.value
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(value.copy())
+        return value
 
     def distribute_variable(self, value, layout, trainable):
         """A variable's value laid out by `layout`: a Parameter only when float or complex."""
@@ -92,7 +141,7 @@ class ReferenceTarget(ReferenceModels, Target):
         return tensor
 
     def distribute_tensor(self, value, layout):
-        return self._distribute(value, layout)
+        return self._distribute(self._user_tensor(value), layout)
 
     def distribute_data_input(self, local_batch, layout, batch_dim_name):
         mesh = self.to_backend_mesh(layout.device_mesh)

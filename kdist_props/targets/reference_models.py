@@ -6,8 +6,6 @@ ModelParallel: parameters are DTensors laid out by the LayoutMap, inputs are
 replicated, and DTensor's autograd does the communication.
 """
 
-import re
-
 import keras
 import numpy as np
 import torch
@@ -37,19 +35,13 @@ class ReferenceModel:
 class ReferenceModels:
     """Mixed into ReferenceTarget; uses its Tier A methods."""
 
-    def _axes_for(self, distribution, path, rank):
-        for pattern, axes in distribution.spec.layout_map:
-            if re.fullmatch(pattern, path):
-                return tuple(axes)
-        return (None,) * rank
-
     def _keras_layout(self, axes, device_mesh):
         return keras.distribution.TensorLayout(list(axes), device_mesh)
 
     def build_model(self, spec, distribution, device_mesh, initial):
         variables = []
         for path, value in initial.items():
-            if distribution.spec.kind == DATA_PARALLEL:
+            if distribution.kind == DATA_PARALLEL:
                 variables.append(ReferenceVariable(path, value.clone(), None))
                 continue
             layout = self._keras_layout(self._model_axes(distribution, path, value.ndim), device_mesh)
@@ -59,7 +51,7 @@ class ReferenceModels:
     def _model_axes(self, distribution, path, rank):
         """A model variable's axes: kept apart from _axes_for so that a mutant can
         break model layouts without touching standalone variables."""
-        return self._axes_for(distribution, path, rank)
+        return distribution.axes_for(path, rank)
 
     def model_variables(self, model):
         return [(v.path, v) for v in model.variables]
@@ -80,10 +72,15 @@ class ReferenceModels:
     def make_variable(self, distribution, device_mesh, spec, initial):
         axes = spec.preassigned
         if axes is None:
-            axes = self._axes_for(distribution, spec.path, len(spec.shape))
-        layout = self._keras_layout(axes, device_mesh)
-        return ReferenceVariable(spec.path, self.distribute_variable(initial, layout, spec.trainable), layout,
-                                 spec.trainable)
+            axes = distribution.axes_for(spec.path, len(spec.shape))
+        return self.make_explicit_variable(distribution, self._keras_layout(axes, device_mesh), initial, spec)
+
+    def make_explicit_variable(self, distribution, layout, initial, spec):
+        if len(layout.axes) != len(spec.shape):
+            raise ValueError(f"variable {spec.path!r} of shape {tuple(spec.shape)} cannot take layout axes "
+                             f"{tuple(layout.axes)}: one axis per dim")
+        value = self.distribute_variable(self._user_tensor(initial), layout, spec.trainable)
+        return ReferenceVariable(spec.path, value, layout, spec.trainable)
 
     def variable_value(self, variable):
         return variable.value
@@ -95,8 +92,9 @@ class ReferenceModels:
     def assign(self, variable, value, how):
         old = variable.value
         new = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value).to(old.dtype)
-        if how == "assign_add":
-            new = self.read(None, variable, how) + new
+        if how in ("assign_add", "assign_sub"):
+            current = self.read(None, variable, how)
+            new = current + new if how == "assign_add" else current - new
         new = new.reshape(old.shape)
         if isinstance(old, DTensor):
             new = self._distribute(new, variable.layout).to_local()
@@ -118,7 +116,7 @@ class ReferenceModels:
         return losses
 
     def _step(self, model, x, y):
-        data_parallel = model.distribution.spec.kind == DATA_PARALLEL
+        data_parallel = model.distribution.kind == DATA_PARALLEL
         differentiated = self._differentiated(model)
         params = {v.path: v.value.detach().requires_grad_(v.path in differentiated) for v in model.variables}
         compute = params
