@@ -12,7 +12,6 @@ from kdist_props.specs import (
     LayoutMapExample,
     LayoutMapObservation,
 )
-from kdist_props.targets.base import Incompatible, Unsupported
 from kdist_props.values import tensor_from
 
 
@@ -30,9 +29,9 @@ def layout_map_variable(ctx, ex: LayoutMapExample) -> LayoutMapObservation:
     try:
         distribution = ctx.target.layout_map_distribution(mesh, entries, ex.mesh.axis_names[0])
         variable = ctx.target.make_variable(distribution, mesh, ex.variable, tensor_from(ex.initial))
-    except (Incompatible, Unsupported):
-        raise
-    except Exception as error:  # the clause names which errors are right: an observation, not a crash
+    except (ValueError, IndexError) as error:
+        # The clause names the right error (ValueError) and a known wrong one
+        # (IndexError): observations. Anything else fails the example as raised.
         return LayoutMapObservation(error_type=type(error).__name__, error=str(error))
     axes, _, local = ctx.target.variable_layout_of(variable)
     return LayoutMapObservation(axes=tuple(axes), local=local.detach().cpu())

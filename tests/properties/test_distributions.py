@@ -37,7 +37,7 @@ def test_a_layout_map_lays_out_a_variable_as_documented(kdist, data):
 @given(data=st.data())
 def test_default_distributions_span_every_process(kdist, data):
     example = data.draw(defaults_examples(kdist.world_size), label="example")
-    device_type = "cpu" if kdist.session.device == "cpu" else "gpu"
+    device_type = "cpu" if kdist.device == "cpu" else "gpu"
     devices = tuple(f"{device_type}:{r}" for r in range(kdist.world_size))
     mesh = example.mesh
     model_parallel = DistributionFacts(mesh.shape, mesh.axis_names, tuple(mesh.devices(device_type)),
