@@ -52,7 +52,7 @@ def spawn_worker(rank, world_size, workdir, n):
     import torch.distributed as dist
     from kdist_props.cluster.rank import RankContext
     from kdist_props.properties import probes
-    from kdist_props.specs import SizeExample
+    from kdist_props.contract.specs import SizeExample
 
     torch.set_num_threads(1)  # as the pool's ranks do
     store = dist.FileStore(os.path.join(workdir, "store"), world_size)
@@ -108,7 +108,7 @@ POOL_NOOP, BARE_NOOP, OVERHEAD = "pool: no-op body", "bare: no-op, in-process", 
 def measure(pools, ws, examples, spawn_examples, timed_body):
     from kdist_props.cluster import RankCrash, RankHang
     from kdist_props.properties import probes
-    from kdist_props.specs import SizeExample
+    from kdist_props.contract.specs import SizeExample
 
     ex, row = SizeExample(8), {}
     began = time.perf_counter()

@@ -17,15 +17,15 @@ def main(argv=None):
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "compare":
-        from kdist_props.compare import compare_main
+        from kdist_props.reporting.compare import compare_main
 
         return compare_main(rest)
     if command == "mutants":
-        from kdist_props.mutation import main as mutants_main
+        from kdist_props.harness.mutation import main as mutants_main
 
         return mutants_main(rest)
     if command == "leaks":
-        from kdist_props.leaks import main as leaks_main
+        from kdist_props.harness.leaks import main as leaks_main
 
         return leaks_main(rest)
     print(f"kdist-props: unknown command {command!r}\n{USAGE}", file=sys.stderr)

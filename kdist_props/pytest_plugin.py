@@ -93,7 +93,7 @@ def pytest_runtestloop(session):
     kdist = session.config.kdist
     if not kdist.config.budget_s or session.config.option.collectonly:
         return None
-    from kdist_props import budget
+    from kdist_props.harness import budget
     from kdist_props.harness.session import item_case
 
     kdist.turns = budget.run_round_robin(session, kdist.config.budget_s, lambda item: item_case(item)[2],
@@ -107,7 +107,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_call(item):
-    from kdist_props import repro
+    from kdist_props.reporting import repro
     from kdist_props.harness import outcomes
 
     with item.config.kdist.hypothesis_statistics(), repro.recording(item):

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from hypothesis import strategies as st
 
-from kdist_props.specs import (
+from kdist_props.contract.specs import (
     MODEL_PARALLEL,
     PLAIN_SOURCE_KINDS,
     DistributeExample,

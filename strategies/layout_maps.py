@@ -2,7 +2,7 @@
 
 from hypothesis import strategies as st
 
-from kdist_props.specs import LAYOUT_MAP_FORMS, DefaultsExample, LayoutMapEntry, LayoutMapExample, TensorSpec, \
+from kdist_props.contract.specs import LAYOUT_MAP_FORMS, DefaultsExample, LayoutMapEntry, LayoutMapExample, TensorSpec, \
     VariableSpec
 from kdist_props.strategies.dtypes import dtypes
 from kdist_props.strategies.layouts import layouts

@@ -6,7 +6,7 @@ import math
 
 from hypothesis import strategies as st
 
-from kdist_props.specs import MeshConfig, MeshSpec
+from kdist_props.contract.specs import MeshConfig, MeshSpec
 
 # Common names first (they shrink to them), then arbitrary identifiers: code that
 # hard-codes "batch" or "model" must meet other names too.

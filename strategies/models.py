@@ -2,7 +2,7 @@
 
 from hypothesis import strategies as st
 
-from kdist_props.specs import DATA_PARALLEL, MODEL_PARALLEL, DistributionSpec, MeshSpec, ModelSpec, TrainSpec
+from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL, DistributionSpec, MeshSpec, ModelSpec, TrainSpec
 from kdist_props.strategies.tensors import seeds
 
 ACTIVATIONS = ("linear", "relu", "tanh")

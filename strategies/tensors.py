@@ -4,7 +4,7 @@ from dataclasses import replace
 
 from hypothesis import strategies as st
 
-from kdist_props.specs import (
+from kdist_props.contract.specs import (
     DATA_PARALLEL,
     MODEL_PARALLEL,
     DistributionSpec,

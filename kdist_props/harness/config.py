@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from hypothesis import settings
 
-from kdist_props import profiles
+from kdist_props.harness import profiles
 from kdist_props.environment import ConfigError, keras_checkout
 from kdist_props.targets import registry
 

@@ -6,7 +6,8 @@ import os
 
 from hypothesis import settings
 
-from kdist_props import contract, report
+from kdist_props import contract
+from kdist_props.reporting import report
 from kdist_props.cluster import PoolManager
 from kdist_props.properties.lifecycle import RANK_MODULES
 from kdist_props.targets import registry

@@ -9,7 +9,7 @@ import dataclasses
 
 from kdist_props.cluster import RankError, RankFailure
 from kdist_props.properties import probes
-from kdist_props.specs import CollectiveProbe
+from kdist_props.contract.specs import CollectiveProbe
 
 
 class BackendLimitation(RankError):

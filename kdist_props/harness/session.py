@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import statistics
 
-from kdist_props import baselines, repro
+from kdist_props.reporting import baselines, repro
 from kdist_props.harness import header, outcomes
 from kdist_props.harness.config import SessionConfig
 from kdist_props.harness.runner import Runner, TestRecord
 from kdist_props.harness.stats import HarnessStats
-from kdist_props.report import ENVIRONMENT_PARAM, ReportBuilder
+from kdist_props.reporting.report import ENVIRONMENT_PARAM, ReportBuilder
 from kdist_props.targets import registry
 
 

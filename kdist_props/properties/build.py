@@ -6,10 +6,10 @@ import keras
 import torch
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
-from kdist_props.specs import LayoutObservation, StorageObservation
-from kdist_props.gathers import full_tensor
-from kdist_props.torch_mesh import build_mesh
-from kdist_props.values import is_float_or_complex, tensor_from
+from kdist_props.contract.specs import LayoutObservation, StorageObservation
+from kdist_props.properties.gathers import full_tensor
+from kdist_props.properties.torch_mesh import build_mesh
+from kdist_props.contract.values import is_float_or_complex, tensor_from
 
 def device_type(ctx):
     return "gpu" if ctx.device == "cuda" else "cpu"

@@ -5,14 +5,14 @@ import keras
 import numpy as np
 
 from kdist_props.properties.build import keras_mesh
-from kdist_props.specs import (
+from kdist_props.contract.specs import (
     DefaultsExample,
     DefaultsObservation,
     DistributionFacts,
     LayoutMapExample,
     LayoutMapObservation,
 )
-from kdist_props.values import tensor_from
+from kdist_props.contract.values import tensor_from
 
 
 def layout_map_value(entry, mesh):

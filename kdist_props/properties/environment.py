@@ -5,8 +5,8 @@ import torch
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
-from kdist_props.specs import GatherObservation, PermutedGatherExample
-from kdist_props.values import tensor_from
+from kdist_props.contract.specs import GatherObservation, PermutedGatherExample
+from kdist_props.contract.values import tensor_from
 
 
 def permuted_mesh_gather(ctx, example: PermutedGatherExample) -> GatherObservation:

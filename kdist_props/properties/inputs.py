@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from kdist_props.properties.build import describe_storage, harness_distribute, keras_layout, keras_mesh
-from kdist_props.specs import (
+from kdist_props.contract.specs import (
     MODEL_PARALLEL,
     DistributeExample,
     DistributionSpec,
@@ -15,7 +15,7 @@ from kdist_props.specs import (
     UnchangedExample,
     VariableSpec,
 )
-from kdist_props.values import local_batch, tensor_from
+from kdist_props.contract.values import local_batch, tensor_from
 
 
 def target_variable(ctx, mesh, distribution_spec, spec, initial):

@@ -7,7 +7,7 @@ import keras
 import torch.distributed as dist
 
 from kdist_props.properties.lifecycle import fresh_target
-from kdist_props.specs import BackendMesh, MeshReuseExample, MeshReuseObservation, MeshStep, MeshStepObservation
+from kdist_props.contract.specs import BackendMesh, MeshReuseExample, MeshReuseObservation, MeshStep, MeshStepObservation
 
 # How many objects `replace` may allocate while looking for the freed mesh's
 # address (about 64 bytes each): enough to go through every partly used pool

@@ -9,7 +9,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from kdist_props.specs import CollectiveProbe, FaultExample, RankIdentity, SizeExample
+from kdist_props.contract.specs import CollectiveProbe, FaultExample, RankIdentity, SizeExample
 
 
 def noop(ctx, example) -> None:

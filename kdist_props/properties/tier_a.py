@@ -13,7 +13,7 @@ from kdist_props.properties.build import (
     keras_mesh,
     keras_variable,
 )
-from kdist_props.specs import (
+from kdist_props.contract.specs import (
     DataInputExample,
     FullObservation,
     LayoutObservation,
@@ -27,7 +27,7 @@ from kdist_props.specs import (
     WrappingObservation,
 )
 from kdist_props.targets.base import Unreadable
-from kdist_props.values import local_batch, tensor_from
+from kdist_props.contract.values import local_batch, tensor_from
 
 
 def variable_layout(ctx, ex: VariableLayoutExample) -> LayoutObservation:

@@ -3,10 +3,10 @@
 import numpy as np
 import torch
 
-from kdist_props import training
+from kdist_props.contract import training
 from kdist_props.properties.build import describe_placements, full_value, keras_layout, keras_mesh, local_value
 from kdist_props.properties.inputs import target_variable, user_input
-from kdist_props.specs import (
+from kdist_props.contract.specs import (
     AssignExample,
     AssignObservation,
     ExplicitVariableExample,
@@ -19,7 +19,7 @@ from kdist_props.specs import (
     VariableExample,
     VariableMatmulExample,
 )
-from kdist_props.values import tensor_from
+from kdist_props.contract.values import tensor_from
 
 # Every way a user reads one variable; a model's variables are also read all at once by get_weights.
 READS = ("convert_to_numpy", "numpy")

@@ -1,8 +1,8 @@
 """Rank-side body of the training clauses: `train.equivalence` and `optimizer.iterations`."""
 
-from kdist_props import training
+from kdist_props.contract import training
 from kdist_props.properties.tier_b import built_model, plain
-from kdist_props.specs import IterationsObservation, TrainExample, TrainObservation
+from kdist_props.contract.specs import IterationsObservation, TrainExample, TrainObservation
 
 
 def train(ctx, example: TrainExample) -> TrainObservation:

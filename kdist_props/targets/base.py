@@ -53,7 +53,7 @@ class Target:
     # -- Tier A ------------------------------------------------------------
 
     def make_distribution(self, spec, device_mesh):
-        """A distribution object for `spec` (kdist_props.specs.DistributionSpec) on a Keras DeviceMesh."""
+        """A distribution object for `spec` (kdist_props.contract.specs.DistributionSpec) on a Keras DeviceMesh."""
         raise NotImplementedError
 
     def variable_layout(self, distribution, variable):

@@ -10,8 +10,8 @@ import torch
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, distribute_tensor
 
-from kdist_props.gathers import full_tensor
-from kdist_props.specs import MODEL_PARALLEL
+from kdist_props.properties.gathers import full_tensor
+from kdist_props.contract.specs import MODEL_PARALLEL
 from kdist_props.targets.reference import ReferenceDistribution, ReferenceTarget, matmul_result_dtype
 from kdist_props.targets.reference_models import ReferenceVariable
 

@@ -11,12 +11,12 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import kdist_props
-from kdist_props.specs import DATA_PARALLEL, MODEL_PARALLEL
+from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL
 from kdist_props.targets.base import Target
-from kdist_props.gathers import redistributed, replicated
+from kdist_props.properties.gathers import redistributed, replicated
 from kdist_props.targets.reference_models import ReferenceModels, ReferenceVariable
-from kdist_props.torch_mesh import build_mesh
-from kdist_props.values import is_float_or_complex
+from kdist_props.properties.torch_mesh import build_mesh
+from kdist_props.contract.values import is_float_or_complex
 
 
 class ReferenceDistribution:

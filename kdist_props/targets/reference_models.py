@@ -12,9 +12,9 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate
 
-from kdist_props import training
-from kdist_props.gathers import full_tensor, replicated
-from kdist_props.specs import DATA_PARALLEL
+from kdist_props.contract import training
+from kdist_props.properties.gathers import full_tensor, replicated
+from kdist_props.contract.specs import DATA_PARALLEL
 
 
 class ReferenceVariable:

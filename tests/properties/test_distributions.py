@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdist_props import oracles
+from kdist_props.contract import oracles
 from kdist_props.properties import distributions
-from kdist_props.specs import DistributionFacts
+from kdist_props.contract.specs import DistributionFacts
 from kdist_props.strategies.layout_maps import defaults_examples, layout_map_examples
-from kdist_props.values import tensor_from
+from kdist_props.contract.values import tensor_from
 
 
 @pytest.mark.clause("layoutmap.values")

@@ -8,11 +8,11 @@ and lands in the report's environment section, never in a target's cells:
 import pytest
 import torch
 
-from kdist_props import oracles
+from kdist_props.contract import oracles
 from kdist_props.properties import environment
-from kdist_props.report import ENVIRONMENT_PARAM
-from kdist_props.specs import MeshSpec, PermutedGatherExample, TensorSpec
-from kdist_props.values import tensor_from
+from kdist_props.reporting.report import ENVIRONMENT_PARAM
+from kdist_props.contract.specs import MeshSpec, PermutedGatherExample, TensorSpec
+from kdist_props.contract.values import tensor_from
 
 class EnvironmentProbe:
     """Runs a torch-only body on every rank of the pool of one world size."""

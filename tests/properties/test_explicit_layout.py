@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdist_props import oracles
+from kdist_props.contract import oracles
 from kdist_props.properties import tier_b
 from kdist_props.strategies.inputs import explicit_variable_examples
-from kdist_props.values import tensor_from
+from kdist_props.contract.values import tensor_from
 
 
 @pytest.mark.clause("variable.explicit-layout")

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdist_props import oracles
+from kdist_props.contract import oracles
 from kdist_props.properties import tier_a
-from kdist_props.specs import DATA_PARALLEL, DistributionSpec, LayoutObservation, PlacementsExample, \
+from kdist_props.contract.specs import DATA_PARALLEL, DistributionSpec, LayoutObservation, PlacementsExample, \
     VariableLayoutExample
 from kdist_props.strategies.layouts import invalid_layouts, layouts
 from kdist_props.strategies.meshes import meshes

@@ -5,9 +5,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, rule, run_state_machine_as_test
 
-from kdist_props import oracles
+from kdist_props.contract import oracles
 from kdist_props.properties import meshes as mesh_bodies
-from kdist_props.specs import MeshReuseExample, MeshReuseObservation, MeshStep
+from kdist_props.contract.specs import MeshReuseExample, MeshReuseObservation, MeshStep
 from kdist_props.strategies.meshes import mesh_configs, near_twins
 
 # The Keras device types a pool can build meshes of: a CPU gloo pool cannot

@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdist_props import oracles, training
+from kdist_props.contract import oracles, training
 from kdist_props.properties import tier_b
-from kdist_props.specs import MODEL_PARALLEL, ModelExample, ScopeMatmulExample, TensorSpec, VariableMatmulExample
+from kdist_props.contract.specs import MODEL_PARALLEL, ModelExample, ScopeMatmulExample, TensorSpec, VariableMatmulExample
 from kdist_props.strategies.dtypes import MATMUL, dtypes
 from kdist_props.strategies.models import model_distributions, model_specs
 from kdist_props.strategies.tensors import seeds, standalone_variables
-from kdist_props.values import tensor_from
+from kdist_props.contract.values import tensor_from
 
 
 def draw_model(kdist, data):

@@ -4,11 +4,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdist_props import oracles
+from kdist_props.contract import oracles
 from kdist_props.properties import tier_a
-from kdist_props.specs import MatmulExample
+from kdist_props.contract.specs import MatmulExample
 from kdist_props.strategies.tensors import matmul_cases
-from kdist_props.values import tensor_from
+from kdist_props.contract.values import tensor_from
 
 
 @pytest.mark.clause("ops.matmul")

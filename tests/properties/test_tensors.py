@@ -6,16 +6,16 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdist_props import oracles
+from kdist_props.contract import oracles
 from kdist_props.properties import inputs, tier_a
-from kdist_props.specs import DISTRIBUTED_SOURCE_KINDS, PLAIN_SOURCE_KINDS, DataInputExample, StorageExample, \
+from kdist_props.contract.specs import DISTRIBUTED_SOURCE_KINDS, PLAIN_SOURCE_KINDS, DataInputExample, StorageExample, \
     TensorSpec
 from kdist_props.strategies.dtypes import dtypes
 from kdist_props.strategies.inputs import distribute_examples, unchanged_examples
 from kdist_props.strategies.meshes import meshes
 from kdist_props.strategies.shapes import shapes
 from kdist_props.strategies.tensors import laid_out_tensors, seeds
-from kdist_props.values import local_batch, tensor_from
+from kdist_props.contract.values import local_batch, tensor_from
 
 
 @pytest.mark.clause("tensor.storage")

@@ -14,9 +14,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdist_props import oracles, training
+from kdist_props.contract import oracles, training
 from kdist_props.properties import training as bodies
-from kdist_props.specs import DATA_PARALLEL, MODEL_PARALLEL, TrainExample
+from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL, TrainExample
 from kdist_props.strategies.models import ENTRIES, train_specs
 
 

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kdist_props import oracles
+from kdist_props.contract import oracles
 from kdist_props.properties import tier_a
 from kdist_props.strategies.tensors import standalone_variables
-from kdist_props.values import is_float_or_complex, tensor_from
+from kdist_props.contract.values import is_float_or_complex, tensor_from
 
 
 @pytest.mark.clause("variable.wrapping")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kdist_props.baselines import KnownFailure, load_baseline
+from kdist_props.reporting.baselines import KnownFailure, load_baseline
 
 SHIPPED = Path(__file__).resolve().parents[2] / "baselines"
 
@@ -142,13 +142,18 @@ reason = "any reason"
 ''')
     pinned, loose = baseline.entries
     assert pinned.match == "category must be a Warning subclass" and loose.match is None
-    assert pinned.explains("RankError: rank(s) [0] of 2 raised: TypeError: category must be a Warning subclass, "
-                           "not int")
+    assert pinned.explains("TypeError: category must be a Warning subclass, not int (rank(s) [0] of 2 raised)")
     assert not pinned.explains("AssertionError: layout axes: expected (None,), got ('batch',)")
     assert loose.explains("anything at all")
+
+
+# Versions whose public API cannot build a distribution on torch: every clause
+# is unsupported there, so their baselines list no failure.
+NOTHING_RUNS = ("3.13.2", "3.14.1")
 
 
 @pytest.mark.parametrize("version", ["3.13.2", "3.14.1", "3.15.1"])
 def test_shipped_baselines_load(version):
     baseline = load_baseline(SHIPPED, "keras", version)
-    assert baseline.path is not None and baseline.entries
+    assert baseline.path is not None
+    assert bool(baseline.entries) == (version not in NOTHING_RUNS), baseline.entries

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kdist_props.compare import compare, compare_main, format_comparison
+from kdist_props.reporting.compare import compare, compare_main, format_comparison
 
 pytestmark = pytest.mark.selftest
 

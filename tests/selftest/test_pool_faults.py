@@ -12,7 +12,7 @@ import pytest
 from kdist_props.cluster import RankCrash, RankDesync, RankError, RankHang
 from kdist_props.cluster.errors import RankFailure
 from kdist_props.properties import probes
-from kdist_props.specs import FaultExample
+from kdist_props.contract.specs import FaultExample
 from tests.selftest.conftest import OK_DEADLINE_S, assert_reaped
 
 pytestmark = pytest.mark.selftest

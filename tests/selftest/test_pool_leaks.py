@@ -8,7 +8,7 @@ import torch.distributed as dist
 
 from kdist_props.cluster import PoolManager
 from kdist_props.cluster.pool import THREAD_CEILING
-from kdist_props.specs import SizeExample
+from kdist_props.contract.specs import SizeExample
 from tests.selftest.conftest import OK_DEADLINE_S
 
 pytestmark = pytest.mark.selftest

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from kdist_props.cluster import RankError
 from kdist_props.cluster.errors import ObservationTypeError
 from kdist_props.harness import limitations
-from kdist_props.specs import CollectiveProbe, SizeExample
+from kdist_props.contract.specs import CollectiveProbe, SizeExample
 from tests.selftest.conftest import OK_DEADLINE_S
 
 pytestmark = pytest.mark.selftest

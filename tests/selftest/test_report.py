@@ -11,7 +11,7 @@ import pytest
 from kdist_props.cluster.errors import RankCrash, RankError
 from kdist_props.cluster.messages import RaisedOutcome
 from kdist_props.harness.outcomes import failures
-from kdist_props.report import NOT_RUN_REASON, ReportBuilder, load, summary_lines, to_markdown, write
+from kdist_props.reporting.report import NOT_RUN_REASON, ReportBuilder, load, summary_lines, to_markdown, write
 
 pytestmark = pytest.mark.selftest
 

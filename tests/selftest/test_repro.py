@@ -1,4 +1,4 @@
-"""Standalone repros (kdist_props/repro.py): a failing cell writes a script that
+"""Standalone repros (kdist_props/reporting/repro.py): a failing cell writes a script that
 fails under torchrun on the target that failed, and holds on the reference.
 
 Each test runs property tests in a pytest subprocess (ci profile, 2 ranks,
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kdist_props import repro
+from kdist_props.reporting import repro
 
 pytestmark = pytest.mark.selftest
 

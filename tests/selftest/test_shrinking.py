@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdist_props.cluster import RankDesync, RankError
-from kdist_props.specs import SizeExample
+from kdist_props.contract.specs import SizeExample
 from tests.selftest.conftest import OK_DEADLINE_S
 
 pytestmark = pytest.mark.selftest

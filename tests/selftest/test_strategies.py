@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdist_props import oracles
+from kdist_props.contract import oracles
 from kdist_props.strategies.dtypes import ALL
 from kdist_props.strategies.layouts import invalid_layouts, layouts
 from kdist_props.strategies.meshes import mesh_configs, meshes, near_twins
@@ -76,7 +76,7 @@ def test_tensors_reach_scalars_uneven_and_empty_shards_and_every_dtype():
 def test_expected_shards_of_an_uneven_dim_follow_torch_chunk():
     import torch
 
-    from kdist_props.specs import MeshSpec
+    from kdist_props.contract.specs import MeshSpec
 
     mesh = MeshSpec(shape=(4,), axis_names=("x",), ranks=(0, 1, 2, 3))
     full = torch.arange(5)

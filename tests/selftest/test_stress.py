@@ -18,7 +18,7 @@ import torch
 from kdist_props.cluster import PoolManager, RankCrash, RankDesync, RankError, RankHang
 from kdist_props.cluster.errors import RankFailure
 from kdist_props.properties import probes
-from kdist_props.specs import FaultExample, RankIdentity, SizeExample
+from kdist_props.contract.specs import FaultExample, RankIdentity, SizeExample
 from tests.selftest.conftest import OK_DEADLINE_S, assert_reaped, describe
 
 pytestmark = [pytest.mark.selftest, pytest.mark.stress]

@@ -23,7 +23,7 @@ from kdist_props.cluster.errors import RankCrash, RankHang
 from kdist_props.cluster.remote import TorchrunPools
 from kdist_props.cluster.remote_rank import REPLACED
 from kdist_props.properties import probes
-from kdist_props.specs import FaultExample
+from kdist_props.contract.specs import FaultExample
 
 from tests.selftest.conftest import OK_DEADLINE_S, describe, wait_for
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kdist_props import contract
-from kdist_props.report import load
+from kdist_props.reporting.report import load
 
 pytestmark = pytest.mark.selftest
 

@@ -5,7 +5,7 @@ only cost minutes and prove nothing about verdicts."""
 
 from hypothesis import Phase, settings
 
-from kdist_props import profiles  # noqa: F401 (registers "ci" first)
+from kdist_props.harness import profiles  # noqa: F401 (registers "ci" first)
 
 settings.register_profile("kdist-verdicts", settings.get_profile("ci"), max_examples=10,
                           phases=(Phase.explicit, Phase.reuse, Phase.generate))

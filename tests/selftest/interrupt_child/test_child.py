@@ -8,7 +8,7 @@ import json
 import os
 
 from kdist_props.properties import probes
-from kdist_props.specs import FaultExample
+from kdist_props.contract.specs import FaultExample
 
 
 def test_hangs(kdist):

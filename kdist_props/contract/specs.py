@@ -511,42 +511,8 @@ class DefaultsObservation:
     data_parallel: DistributionFacts
     model_parallel: DistributionFacts
 
-# == chapter: harness (run/reply messages, leak observations) ==
-
-SHUTDOWN = "shutdown"  # driver -> rank: leave (destroy the process group, then exit)
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """Driver -> every rank: run `body(ctx, example)`. `seq` numbers the runs of
-    one pool; the reply must carry it back."""
-
-    seq: int
-    body: object  # a module-level function, pickled by reference
-    example: object
-    target: str
-    stateful: bool = False  # keep ctx.state and the target from the previous run
-    clean_target: bool = False  # a fresh target instance and cleared Keras global state first
-
-
-@dataclass(frozen=True)
-class RankUsage:
-    """What a rank holds after a run: OS threads and live torch process groups
-    (gloo keeps ~3 threads per group, so a target that leaks groups shows here)."""
-
-    threads: int
-    process_groups: int
-
-
-@dataclass(frozen=True)
-class RunReply:
-    """Rank -> driver: the observation (ok) or the traceback text (not ok)."""
-
-    seq: int
-    rank: int
-    ok: bool
-    value: object
-    usage: RankUsage = None
+# == chapter: harness (examples of the harness's own probes; the messages
+# between driver and ranks are cluster/messages.py's) ==
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 
-from kdist_props import report
+from kdist_props.reporting import report
 from kdist_props.targets.mutants import MUTANTS
 from kdist_props.targets.registry import MUTANT_PREFIX
 

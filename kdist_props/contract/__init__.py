@@ -1,4 +1,7 @@
-"""The contract clauses (DESIGN.md §3). Ids are stable: reports and baselines use them."""
+"""The contract: its clauses (DESIGN.md §3; ids are stable, reports and
+baselines use them), and in this package what each example and observation
+is (specs.py) and what single-process torch expects of them (oracles.py,
+training.py with error_bounds.py, values.py)."""
 
 from dataclasses import dataclass
 

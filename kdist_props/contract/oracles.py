@@ -9,7 +9,7 @@ import re
 import numpy as np
 import torch
 
-from kdist_props.specs import MODEL_PARALLEL, BackendMesh
+from kdist_props.contract.specs import MODEL_PARALLEL, BackendMesh
 
 
 def expected_placements(mesh, axes):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kdist_props import error_bounds as eb
-from kdist_props.values import make_values
+from kdist_props.contract import error_bounds as eb
+from kdist_props.contract.values import make_values
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 ACTIVATIONS = {"linear": lambda x: x, "relu": torch.relu, "tanh": torch.tanh}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from kdist_props.report import first_line, load
+from kdist_props.reporting.report import first_line, load
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 import kdist_props
-from kdist_props import specs
+from kdist_props.contract import specs
 
 PACKAGE_ROOT = Path(kdist_props.__file__).resolve().parent
 # What a bundled module may import besides the standard library and itself.
@@ -38,7 +38,7 @@ KERAS_TARGET_MODULES = ["kdist_props.targets.registry", "kdist_props.targets.ker
 IN_HOUSE_TARGET_MODULES = ["kdist_props.targets.registry", "kdist_props.targets.mutants"]
 # The script runs the suite's own rank code: the bring-up's backends, and the
 # runner that executes a body on this rank and gathers every rank's reply.
-ALWAYS_BUNDLED = ["kdist_props.specs", "kdist_props.cluster.bringup", "kdist_props.harness.collective_runner"]
+ALWAYS_BUNDLED = ["kdist_props.contract.specs", "kdist_props.cluster.bringup", "kdist_props.harness.collective_runner"]
 PARENT_ONLY = '"""(Only the parent package of bundled modules here.)"""\n'
 
 RECORDING = pytest.StashKey()
@@ -399,7 +399,7 @@ import torch.distributed as dist  # noqa: E402
 from kdist_props.cluster.bringup import BACKENDS  # noqa: E402
 from kdist_props.cluster.errors import RankFailure  # noqa: E402
 from kdist_props.harness.collective_runner import CollectiveRunner  # noqa: E402
-from kdist_props.specs import *  # noqa: E402,F401,F403  (the literals below name these)
+from kdist_props.contract.specs import *  # noqa: E402,F401,F403  (the literals below name these)
 
 
 def _unpickled(text):
