@@ -9,7 +9,6 @@ Keras, so replacing a dead pool costs a fork and a handshake.
 import atexit
 import multiprocessing.connection as mpc
 import os
-import pickle
 import select
 import shutil
 import signal
@@ -20,18 +19,13 @@ import tempfile
 import threading
 import time
 
-from kdist_props.cluster.agreement import disagreeing_ranks
-from kdist_props.cluster.errors import (ProtocolError, RankCrash, RankDesync, RankError, RankHang,
-                                        check_observation_types, describe_exit)
-from kdist_props.cluster.messages import (SHUTDOWN, Fork, Hello, Ready, Reap, RankUsage, RunReply, RunRequest,
-                                          StoreAddress, Welcome, ZygoteReady, recv, send)
+from kdist_props.cluster.diagnostics import LocalDiagnostics
+from kdist_props.cluster.dispatch import Dispatcher
+from kdist_props.cluster.errors import RankCrash, RankHang
+from kdist_props.cluster.messages import (SHUTDOWN, Fork, Hello, Ready, Reap, RankUsage, StoreAddress, Welcome,
+                                          ZygoteReady, recv, send)
 
-# After one rank raised, how long the others get to finish before the pool is
-# declared stuck (they may be waiting in a collective the failed rank skipped).
-ERROR_GRACE_S = 2.0
 SHUTDOWN_GRACE_S = 5.0
-LOG_TAIL_CHARS = 3000
-
 
 
 class Zygote:
@@ -92,8 +86,11 @@ class RankProcess:
         return self.exitcode
 
 
-class Pool:
-    """`world_size` ranks in one process group, reused across examples."""
+class Pool(Dispatcher):
+    """`world_size` ranks in one process group, reused across examples: their
+    life (fork, handshake, shutdown, kill) and what they hold. Running requests
+    on them is Dispatcher's (dispatch.py), reading their state when they fail
+    is Diagnostics' (diagnostics.py)."""
 
     def __init__(self, zygote, world_size, *, device="cpu", startup_timeout_s=120.0, pg_timeout_s=600.0,
                  preload=()):
@@ -115,6 +112,7 @@ class Pool:
         self.usage = {}  # rank -> RankUsage after its last run
         self.fresh = None  # the most any rank held right after start-up
         self.max_threads = 0  # the most threads any rank held after a run
+        self.diagnostics = LocalDiagnostics(self)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -147,7 +145,7 @@ class Pool:
                 raise RankHang(
                     f"pool of {self.world_size} did not start within {self.startup_timeout_s:.0f} s "
                     "(--kdist-startup-timeout)",
-                    self._log_tails(),
+                    self.diagnostics.log_tails(),
                 )
             if select.select([server], [], [], min(remaining, 0.2))[0]:
                 sock, _ = server.accept()
@@ -168,7 +166,7 @@ class Pool:
         if dead or pending or not all(isinstance(reply, Ready) for reply in replies.values()):
             raise RankCrash(
                 f"pool of {self.world_size} failed to join its process group",
-                self._log_tails(), exit_codes=dead,
+                self.diagnostics.log_tails(), exit_codes=dead,
             )
         self.usage = {r: reply.usage for r, reply in replies.items()}
         self.fresh = self.leaked()
@@ -178,13 +176,13 @@ class Pool:
         while not conn.poll(0.2):
             self._raise_if_any_died("during start-up")
             if time.monotonic() > deadline:
-                raise RankHang(f"pool of {self.world_size} stalled during start-up", self._log_tails())
+                raise RankHang(f"pool of {self.world_size} stalled during start-up", self.diagnostics.log_tails())
         return recv(conn)
 
     def _raise_if_any_died(self, when):
         dead = {r: p.reap() for r, p in enumerate(self.procs) if p.has_ended()}
         if dead:
-            raise RankCrash(f"rank(s) {sorted(dead)} died {when}", self._death_reports(dead), exit_codes=dead)
+            raise RankCrash(f"rank(s) {sorted(dead)} died {when}", self.diagnostics.death_reports(dead), exit_codes=dead)
 
     def close(self):
         """Shut the ranks down in order; whatever does not leave in time is made to."""
@@ -226,49 +224,6 @@ class Pool:
             self._workdir = None
         self.closed = True
 
-    # -- dispatch --------------------------------------------------------
-
-    def run(self, body, example, *, target=None, deadline_s, stateful=False, starts_state=False, agree=False,
-            clean_target=False, setup=None, deadline_name="--kdist-deadline"):
-        """Run `setup(ctx, request)` (when given) and `body(ctx, example)` on
-        every rank; return the observations by rank.
-
-        stateful: keep the rank state (ctx.state, what setup keeps) of the
-        previous run; starts_state: the first step of a stateful program, whose
-        rank state starts empty; target and clean_target travel to setup (the
-        layer above prepares the rank's target there).
-
-        Raises RankError, RankHang, RankCrash or RankDesync, and
-        ObservationTypeError (in the driver) when a body returns something
-        other than its return annotation; after a hang or a crash this pool is
-        dead and the manager gives the next example a new one.
-        """
-        if self.broken:
-            raise RuntimeError("this pool is dead; ask the PoolManager for a fresh one")
-        self._seq += 1
-        request = RunRequest(self._seq, body, example, target, stateful and not starts_state, clean_target, setup)
-        # The sequence number travels outside the request, so that a rank that
-        # cannot unpickle the request (a body it cannot import) still answers it.
-        message = pickle.dumps((request.seq, pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)),
-                               protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            observations = self._dispatch(message, request, deadline_s, deadline_name)
-        except (RankError, RankDesync):
-            raise  # every rank answered: the pool is still in step
-        except BaseException:
-            # A hang, a crash, Ctrl-C, a garbled reply: the ranks are in an unknown state.
-            self.kill()
-            raise
-        check_observation_types(body, observations)
-        if agree:
-            differing = disagreeing_ranks(observations)
-            if differing:
-                raise RankDesync(
-                    f"ranks disagree: rank(s) {differing} returned something other than rank 0",
-                    {r: repr(obs) for r, obs in enumerate(observations)},
-                )
-        return observations
-
     def leaked(self):
         """The most threads and process groups any rank held after its last run."""
         return RankUsage(max(u.threads for u in self.usage.values()),
@@ -284,130 +239,6 @@ class Pool:
         rank past THREAD_CEILING, or a rank holds more than MAX_GROUPS groups."""
         now = self.leaked()
         return now.threads + headroom > THREAD_CEILING or now.process_groups > MAX_GROUPS
-
-    def _dispatch(self, message, request, deadline_s, deadline_name):
-        for conn in self.conns.values():
-            try:
-                conn.send_bytes(message)
-            except OSError:
-                pass  # a dead rank: its sentinel says so below
-        replies, dead, pending = self._collect(range(self.world_size), time.monotonic() + deadline_s)
-        wrong = {r: reply for r, reply in replies.items()
-                 if not isinstance(reply, RunReply) or reply.seq != request.seq or reply.rank != r}
-        if wrong:
-            raise ProtocolError(
-                f"rank(s) {sorted(wrong)} answered run {request.seq} with another message (protocol error)",
-                {r: f"expected RunReply(seq={request.seq}, rank={r}, ...), got {reply!r:.500}"
-                 for r, reply in wrong.items()},
-            )
-        for r, reply in replies.items():
-            if reply.usage is not None:
-                self.usage[r] = reply.usage
-                self.max_threads = max(self.max_threads, reply.usage.threads)
-        raised = {r: reply.value for r, reply in replies.items() if not reply.ok}  # RaisedOutcome by rank
-        tracebacks = {r: outcome.traceback for r, outcome in raised.items()}
-        if dead:
-            details = self._death_reports(dead)
-            details.update(tracebacks)
-            details.update(self._stack_dumps(pending, note="still running, blocked:"))
-            raise RankCrash(f"rank(s) {sorted(dead)} of {self.world_size} died during the example", details,
-                            outcomes=raised, exit_codes=dead)
-        if pending:
-            details = self._stack_dumps(pending, note="no reply; stack at the deadline:")
-            details.update(tracebacks)
-            if raised:
-                self.kill()
-                raise RankError(
-                    f"rank(s) {sorted(raised)} raised and rank(s) {sorted(pending)} then stayed blocked "
-                    f"(pool replaced)",
-                    details, outcomes=raised,
-                )
-            raise RankHang(
-                f"rank(s) {sorted(pending)} of {self.world_size} gave no reply within the "
-                f"{deadline_s:g} s dispatch deadline ({deadline_name}); pool killed",
-                details,
-            )
-        if raised:
-            raise RankError(f"rank(s) {sorted(raised)} of {self.world_size} raised", tracebacks, outcomes=raised)
-        return [replies[r].value for r in range(self.world_size)]
-
-    def _collect(self, ranks, deadline):
-        """Wait for one reply from each of `ranks` until `deadline` (cut short
-        to a grace period once one of them has failed).
-
-        Returns (replies, dead, pending): replies by rank, exit codes of ranks
-        that died, and the ranks that neither replied nor died.
-        """
-        replies, dead, pending = {}, {}, set(ranks)
-        failed = False
-        while pending:
-            if not failed and (dead or any(isinstance(reply, RunReply) and not reply.ok
-                                           for reply in replies.values())):
-                # The others may wait forever in a collective the failed rank skipped.
-                failed = True
-                deadline = min(deadline, time.monotonic() + ERROR_GRACE_S)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            waitables = {}
-            for r in pending:
-                waitables[self.conns[r]] = r
-                waitables[self.procs[r].sentinel] = r
-            for ready in mpc.wait(list(waitables), remaining):
-                r = waitables[ready]
-                if r not in pending:
-                    continue
-                conn = self.conns[r]
-                try:
-                    if conn.poll():
-                        replies[r] = recv(conn)
-                        pending.discard(r)
-                        continue
-                except (EOFError, OSError):
-                    pass
-                dead[r] = self.procs[r].reap()
-                pending.discard(r)
-        return replies, dead, pending
-
-    # -- diagnostics -----------------------------------------------------
-
-    def _death_reports(self, dead):
-        tails = self._log_tails()
-        return {r: f"{describe_exit(code)}\n{tails.get(r, '')}" for r, code in dead.items()}
-
-    def _log_tails(self):
-        tails = {}
-        for r in range(self.world_size):
-            path = os.path.join(self._workdir or "", f"rank{r}.log")
-            if os.path.exists(path):
-                with open(path, "rb") as f:
-                    text = f.read().decode(errors="replace")
-                if text.strip():
-                    tails[r] = "log tail:\n" + text[-LOG_TAIL_CHARS:]
-        return tails
-
-    def _stack_dumps(self, ranks, note):
-        """SIGUSR1 each rank (faulthandler dumps every thread), then read the dumps."""
-        paths = {r: os.path.join(self._workdir, f"rank{r}.stacks") for r in ranks}
-        for r in ranks:
-            try:
-                os.kill(self.procs[r].pid, signal.SIGUSR1)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 2.0
-        sizes = None
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            now = {r: os.path.getsize(p) if os.path.exists(p) else 0 for r, p in paths.items()}
-            if all(now.values()) and now == sizes:
-                break
-            sizes = now
-        dumps = {}
-        for r, path in paths.items():
-            with open(path, "rb") as f:
-                dumps[r] = f"{note}\n" + (f.read().decode(errors="replace") or "(no dump)")
-        return dumps
-
 
 # When a pool is replaced because its ranks pile up what targets leak. A fresh
 # rank holds 5 threads and 1 process group (the world); gloo adds 3 threads per

@@ -63,6 +63,7 @@ class RemotePool(Pool):
                          pg_timeout_s=pg_timeout_s, preload=preload)
         self.listener = listener
         self.authkey = authkey
+        self.diagnostics = RemoteDiagnostics(self)
         self.restart_counts = ()  # torchrun's restart count on each rank's node
         self._store = None  # (host, port) of the rendezvous store rank 0 opened, while starting
         self._store_owner = None  # rank 0's main connection
@@ -200,23 +201,30 @@ class RemotePool(Pool):
     def _wait_for_exits(self, deadline):
         _wait_for_eof([proc.control for proc in self.procs if not proc.control.closed], deadline)
 
-    # -- diagnostics -----------------------------------------------------
 
-    def _death_reports(self, dead):
-        return {r: f"connection lost: the process ended ({self.procs[r].describe()}; "
-                   f"torchrun's log on {self.procs[r].hello.host} has its exit code and stderr)"
+class RemoteDiagnostics:
+    """What a torchrun pool's ranks say when they fail: the driver cannot read
+    their logs or signal them, so a stack dump is asked of each rank's watchdog
+    thread, and a dead rank's exit code and stderr are in torchrun's log."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def death_reports(self, dead):
+        return {r: f"connection lost: the process ended ({self.pool.procs[r].describe()}; "
+                   f"torchrun's log on {self.pool.procs[r].hello.host} has its exit code and stderr)"
                 for r in dead}
 
-    def _log_tails(self):
+    def log_tails(self):
         return {}  # a remote rank's output is in torchrun's log on its host
 
-    def _stack_dumps(self, ranks, note):
+    def stack_dumps(self, ranks, note):
         """Ask each rank's watchdog thread for every thread's stack."""
         asked = {}
         for r in ranks:
             try:
-                send(self.procs[r].control, DumpStacks())
-                asked[self.procs[r].control] = r
+                send(self.pool.procs[r].control, DumpStacks())
+                asked[self.pool.procs[r].control] = r
             except OSError:
                 pass
         dumps = {r: f"{note}\n(no dump: the control connection is closed)" for r in ranks}
@@ -229,10 +237,10 @@ class RemotePool(Pool):
                 except (EOFError, OSError):
                     continue
                 if isinstance(message, Stacks):
-                    dumps[r] = f"{note} ({self.procs[r].describe()})\n{message.text}"
+                    dumps[r] = f"{note} ({self.pool.procs[r].describe()})\n{message.text}"
         for r in asked.values():
             dumps[r] = (f"{note}\n(no dump within {DUMP_WAIT_S:g} s: the watchdog thread of "
-                        f"{self.procs[r].describe()} did not run; native code may hold the GIL)")
+                        f"{self.pool.procs[r].describe()} did not run; native code may hold the GIL)")
         return dumps
 
 
