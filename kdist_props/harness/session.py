@@ -101,7 +101,8 @@ class Session:
         if clause is None and probe is None or outcome is None:
             return
         reason = outcomes.skip_reason(rep, call.excinfo)
-        failures = outcomes.failures(call.excinfo.value) if outcome in ("failed", "xfailed") else []
+        failed = outcome in ("failed", "xfailed") and call.excinfo is not None
+        failures = outcomes.failures(call.excinfo.value) if failed else []
         if probe is not None:
             callspec = getattr(item, "callspec", None)
             self.builder.record_environment(

@@ -3,7 +3,8 @@
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, rule, run_state_machine_as_test
+from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, multiple, rule,
+                                 run_state_machine_as_test)
 
 from kdist_props.contract import oracles
 from kdist_props.properties import meshes as mesh_bodies
@@ -57,6 +58,13 @@ class MeshLifecycle(RuleBasedStateMachine):
         expected = oracles.expected_backend_mesh(self.configs[name])
         got = self.step(step)[0].backend_mesh  # agree=True: every rank saw the same
         assert got == expected, oracles.describe_mismatch("backend mesh", expected, got, step)
+
+    @initialize(target=live, data=st.data())
+    def create_with_a_twin(self, data):
+        """Every program meets a near-collision at least once, whatever its rules:
+        a twin among the drawn rules is rare in short programs."""
+        name = self.create(data)
+        return multiple(name, self.twin(name, data))
 
     @rule(target=live, data=st.data())
     def create(self, data):
