@@ -41,6 +41,9 @@ CLAUSES = (
            "ModelParallel(layout_map=..., batch_dim_name=...) takes the LayoutMap's mesh and that batch dim"),
     Clause("variable.scope", "B", "variables created under a distribution scope have the clause layout, the chunk "
            "shards and the single-process initial value"),
+    Clause("variable.init", "B", "a model built under a distribution with Keras' own initializers holds on every "
+           "rank the same global value of every variable: a deterministic initializer's value, and for seeded random "
+           "ones the single-process value, within the bounds the initializer computes from the global shape"),
     Clause("variable.read", "B", "reading a distributed variable gives the full global value on every rank"),
     Clause("variable.assign", "B", "assigning plain values of any dtype keeps the layout and gives the new full value"),
     Clause("variable.explicit-layout", "B", "keras.Variable(..., layout=...) with no distribution, under "

@@ -331,6 +331,29 @@ class VariableMatmulExample:
     target: VariableExample
     x: TensorSpec
 
+# == chapter: initializers (variable.init) ==
+
+@dataclass(frozen=True)
+class InitExample:
+    """variable.init: the dense stack of `model` built under `distribution` by a
+    program that calls keras.utils.set_random_seed(seed) on every rank (seed
+    None: a program that never seeds, on processes whose random state is their
+    own, drawn from process_entropy and the rank), then gives variable i of
+    model.variable_shapes() Keras' initializer initializers[i]."""
+
+    model: ModelSpec
+    initializers: tuple  # initializer names, one per variable, in model.variable_shapes() order
+    distribution: DistributionSpec
+    seed: int = None
+    process_entropy: int = 0
+
+
+@dataclass(frozen=True)
+class InitObservation:
+    """Every variable's full value as this rank reads it, right after the build."""
+
+    values: tuple  # ((path, torch tensor), ...) in the target's variable order
+
 # == chapter: training (train.equivalence, optimizer.iterations) ==
 
 @dataclass(frozen=True)

@@ -121,6 +121,12 @@ class Target:
         its variables initialized from `initial` ({path: tensor})."""
         raise NotImplementedError
 
+    def build_initialized_model(self, example, distribution, device_mesh):
+        """The dense stack of `example` (specs.InitExample) created under the
+        distribution, every variable given its Keras initializer after
+        keras.utils.set_random_seed(example.seed)."""
+        raise NotImplementedError
+
     def model_variables(self, model):
         """[(path, variable)] in creation order."""
         raise NotImplementedError

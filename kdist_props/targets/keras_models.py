@@ -10,6 +10,7 @@ import torch
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.placement_types import Placement
 
+from kdist_props.contract import keras_programs
 from kdist_props.targets.base import Unreadable, Unsupported
 
 
@@ -25,6 +26,12 @@ class KerasModels:
                     kernel_initializer=ArrayInitializer(initial[f"d{i}/kernel"]),
                     bias_initializer=ArrayInitializer(initial.get(f"d{i}/bias"))))
             model = keras.Sequential(layers)
+        model.kdist_distribution = distribution
+        return model
+
+    def build_initialized_model(self, example, distribution, device_mesh):
+        with distribution.scope():
+            model = keras_programs.dense_stack(example)
         model.kdist_distribution = distribution
         return model
 
