@@ -30,6 +30,14 @@ def initialized(kdist, data, seeded=False):
     return example, names, observations
 
 
+def values_by(observations, names, random):
+    """(rank, path, initializer name, value) of every variable whose initializer is random (or deterministic)."""
+    for rank, got in enumerate(observations):
+        for path, value in got.values:
+            if initializers.is_random(names[path]) == random:
+                yield rank, path, names[path], value
+
+
 @pytest.mark.clause("variable.init")
 @given(data=st.data())
 def test_every_rank_holds_the_same_initial_value(kdist, data):
@@ -44,11 +52,9 @@ def test_every_rank_holds_the_same_initial_value(kdist, data):
 @given(data=st.data())
 def test_deterministic_initializers_give_their_global_value(kdist, data):
     example, names, observations = initialized(kdist, data)
-    for rank, got in enumerate(observations):
-        for path, value in got.values:
-            if not initializers.is_random(names[path]):
-                expected = initializers.expected_value(names[path], value.shape)
-                oracles.assert_identical(value, expected, f"rank {rank} {path} ({names[path]})", example)
+    for rank, path, name, value in values_by(observations, names, random=False):
+        expected = initializers.expected_value(name, value.shape)
+        oracles.assert_identical(value, expected, f"rank {rank} {path} ({name})", example)
 
 
 @pytest.mark.clause("variable.init")
@@ -57,21 +63,16 @@ def test_seeded_random_initializers_give_the_single_process_value(kdist, data):
     """The same initializer, seed and global shape draw the same numbers: exact."""
     example, names, observations = initialized(kdist, data, seeded=True)
     expected = keras_programs.single_process_values(example)
-    for rank, got in enumerate(observations):
-        for path, value in got.values:
-            if initializers.is_random(names[path]):
-                oracles.assert_identical(value, expected[path], f"rank {rank} {path} ({names[path]}, seed "
-                                         f"{example.seed})", example)
+    for rank, path, name, value in values_by(observations, names, random=True):
+        oracles.assert_identical(value, expected[path], f"rank {rank} {path} ({name}, seed {example.seed})", example)
 
 
 @pytest.mark.clause("variable.init")
 @given(data=st.data())
 def test_random_initializers_stay_within_their_global_bounds(kdist, data):
     example, names, observations = initialized(kdist, data)
-    for rank, got in enumerate(observations):
-        for path, value in got.values:
-            if initializers.is_random(names[path]):
-                bound = initializers.float32_bound(names[path], value.shape)
-                assert bool((value.abs() <= bound).all()), oracles.describe_mismatch(
-                    f"rank {rank} {path} ({names[path]}, global shape {tuple(value.shape)})",
-                    f"every |value| <= {bound.item()!r}", value, example)
+    for rank, path, name, value in values_by(observations, names, random=True):
+        bound = initializers.float32_bound(name, value.shape)
+        assert bool((value.abs() <= bound).all()), oracles.describe_mismatch(
+            f"rank {rank} {path} ({name}, global shape {tuple(value.shape)})", f"every |value| <= {bound.item()!r}",
+            value, example)
