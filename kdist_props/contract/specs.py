@@ -96,9 +96,11 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """k steps of `optimizer` on a model under a distribution. Under
-    DataParallel rank r feeds slice r of the global batch; under
-    ModelParallel (a batch axis of size 1) every rank feeds the whole batch."""
+    """k steps of `optimizer` on a model under a distribution. The global
+    batch is cut into as many equal slices as the batch axis has positions;
+    every rank feeds the slice of its position on that axis (DataParallel on
+    a 1-D mesh: rank r feeds slice r; a batch axis of size 1: every rank feeds
+    the whole batch)."""
 
     model: ModelSpec
     distribution: DistributionSpec

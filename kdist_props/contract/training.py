@@ -54,13 +54,13 @@ def global_batch(spec):
     return x, y
 
 
-def rank_batch(spec, rank, world_size):
-    """What rank `rank` feeds: its own slice under DataParallel, everything under ModelParallel."""
+def rank_batch(spec, rank):
+    """What rank `rank` feeds: the slice of its position on the batch axis."""
     x, y = global_batch(spec)
-    if spec.distribution.kind != "DataParallel":
-        return x, y
-    per_rank = spec.global_batch // world_size
-    part = slice(rank * per_rank, (rank + 1) * per_rank)
+    mesh, batch_axis = spec.distribution.mesh, spec.distribution.batch_dim_name
+    per_slice = spec.global_batch // mesh.axis_size(batch_axis)
+    position = mesh.coordinate(rank)[mesh.axis_names.index(batch_axis)]
+    part = slice(position * per_slice, (position + 1) * per_slice)
     return x[part], y[part]
 
 
