@@ -30,15 +30,17 @@ def model_specs(draw, max_layers=3):
 
 
 @st.composite
-def model_distributions(draw, world_size, model, kind=None):
+def model_distributions(draw, world_size, model, kind=None, every_factorisation=True):
     """DataParallel or ModelParallel (`kind` fixes which) on a mesh as users
     draw them: any factorisation of the world size into (batch, model), and
-    for DataParallel also the 1-D (world,) mesh. ModelParallel shards kernels
-    and biases on drawn dims of the model axis, or leaves them replicated."""
+    for DataParallel also the 1-D (world,) mesh; every_factorisation=False
+    keeps to (world,) for DataParallel and (1, world) for ModelParallel.
+    ModelParallel shards kernels and biases on drawn dims of the model axis,
+    or leaves them replicated."""
     kind = kind or draw(st.sampled_from([DATA_PARALLEL, MODEL_PARALLEL]), label="distribution")
-    shapes = factorizations(world_size, 2)
+    shapes = factorizations(world_size, 2) if every_factorisation else [(1, world_size)]
     if kind == DATA_PARALLEL:
-        shapes = [(world_size,), *shapes]
+        shapes = [(world_size,), *shapes] if every_factorisation else [(world_size,)]
     shape = draw(st.sampled_from(shapes), label="mesh shape")
     # DataParallel batches over the mesh's first axis (as Keras does).
     mesh = MeshSpec(shape=shape, axis_names=("batch", "model")[:len(shape)], ranks=tuple(range(world_size)))
@@ -52,11 +54,12 @@ def model_distributions(draw, world_size, model, kind=None):
 
 
 @st.composite
-def train_specs(draw, world_size, entry=None, kind=None):
+def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=True):
     """A training run; `entry` fixes the entry point (fit or train_on_batch) and
-    `kind` the distribution (DataParallel or ModelParallel), else they are drawn."""
+    `kind` the distribution (DataParallel or ModelParallel), else they are
+    drawn; every_factorisation as model_distributions takes it."""
     model = draw(model_specs(), label="model")
-    distribution = draw(model_distributions(world_size, model, kind), label="distribution")
+    distribution = draw(model_distributions(world_size, model, kind, every_factorisation), label="distribution")
     per_slice = draw(st.integers(1, 3), label="per-slice batch")
     optimizer = draw(st.sampled_from(OPTIMIZERS), label="optimizer")
     # The oracle bounds one Adam step only (training.train says why); SGD, which
