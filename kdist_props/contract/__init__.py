@@ -53,6 +53,8 @@ CLAUSES = (
            "iterations that counts steps identically on every rank"),
     Clause("train.equivalence", "B", "k training steps under DataParallel/ModelParallel give the single-process loss "
            "and weights on the global batch"),
+    Clause("train.batch-norm", "B", "a fit step of BatchNormalization under DataParallel leaves on every rank the "
+           "moving statistics of single-process training on the global batch"),
     Clause("ops.scope", "B", "under a ModelParallel scope, keras.ops.matmul of a plain input with a sharded variable "
            "equals the single-process result"),
 )

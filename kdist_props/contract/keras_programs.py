@@ -8,6 +8,8 @@ import math
 import keras
 import torch
 
+from kdist_props.contract.batch_norm import MOMENTUM
+
 
 
 class Arange(keras.initializers.Initializer):
@@ -50,3 +52,24 @@ def single_process_values(example):
     model = dense_stack(example)
     paths = [path for path, _ in example.model.variable_shapes()]
     return {path: torch.from_numpy(keras.ops.convert_to_numpy(v).copy()) for path, v in zip(paths, model.weights)}
+
+
+def batch_norm_model():
+    """Input -> BatchNormalization -> Dense(1), as a user writes it (the input width comes with the first batch)."""
+    return keras.Sequential([keras.layers.BatchNormalization(momentum=MOMENTUM, name="bn"),
+                             keras.layers.Dense(1, kernel_initializer="ones", name="out")])
+
+
+def fit_batch_norm(model, x, y):
+    """One SGD step of fit on (x, y); the layer's (moving_mean, moving_variance) after it."""
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.125), loss="mse")
+    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    layer = model.get_layer("bn")
+    return layer.moving_mean, layer.moving_variance
+
+
+def single_process_batch_norm(x, y):
+    """The oracle of train.batch-norm: the same program on the global batch in this process, no distribution."""
+    assert keras.distribution.distribution() is None, "the single-process oracle must run with no distribution"
+    return tuple(torch.from_numpy(keras.ops.convert_to_numpy(v).copy())
+                 for v in fit_batch_norm(batch_norm_model(), x.numpy(), y.numpy()))

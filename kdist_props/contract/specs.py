@@ -356,6 +356,28 @@ class InitObservation:
 
     values: tuple  # ((path, torch tensor), ...) in the target's variable order
 
+# == chapter: batch normalization (train.batch-norm) ==
+
+@dataclass(frozen=True)
+class BatchNormExample:
+    """train.batch-norm: Input(features) -> BatchNormalization -> Dense(1),
+    one fit step of SGD on the global batch of `global_batch` rows (values
+    from `data_seed`) under `distribution` (DataParallel: each rank feeds the
+    slice of its position on the batch axis)."""
+
+    features: int
+    global_batch: int
+    distribution: DistributionSpec
+    data_seed: int = 0
+
+
+@dataclass(frozen=True)
+class BatchNormObservation:
+    """The layer's moving statistics after the step, as this rank reads them."""
+
+    moving_mean: object  # torch tensor
+    moving_variance: object  # torch tensor
+
 # == chapter: training (train.equivalence, optimizer.iterations) ==
 
 @dataclass(frozen=True)

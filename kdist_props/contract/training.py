@@ -57,11 +57,16 @@ def global_batch(spec):
 def rank_batch(spec, rank):
     """What rank `rank` feeds: the slice of its position on the batch axis."""
     x, y = global_batch(spec)
-    mesh, batch_axis = spec.distribution.mesh, spec.distribution.batch_dim_name
-    per_slice = spec.global_batch // mesh.axis_size(batch_axis)
-    position = mesh.coordinate(rank)[mesh.axis_names.index(batch_axis)]
-    part = slice(position * per_slice, (position + 1) * per_slice)
+    part = batch_slice(spec.distribution, spec.global_batch, rank)
     return x[part], y[part]
+
+
+def batch_slice(distribution, rows, rank):
+    """The rows of a global batch that `rank` feeds: the slice of its position on the batch axis."""
+    mesh, batch_axis = distribution.mesh, distribution.batch_dim_name
+    per_slice = rows // mesh.axis_size(batch_axis)
+    position = mesh.coordinate(rank)[mesh.axis_names.index(batch_axis)]
+    return slice(position * per_slice, (position + 1) * per_slice)
 
 
 def forward(model, weights, x):

@@ -127,6 +127,11 @@ class Target:
         keras.utils.set_random_seed(example.seed)."""
         raise NotImplementedError
 
+    def train_batch_norm(self, distribution, x, y):
+        """Under the distribution, one fit step of Input -> BatchNormalization ->
+        Dense(1) on this rank's batch; the layer's (moving_mean, moving_variance)."""
+        raise NotImplementedError
+
     def model_variables(self, model):
         """[(path, variable)] in creation order."""
         raise NotImplementedError

@@ -35,6 +35,10 @@ class KerasModels:
         model.kdist_distribution = distribution
         return model
 
+    def train_batch_norm(self, distribution, x, y):
+        with distribution.scope():
+            return keras_programs.fit_batch_norm(keras_programs.batch_norm_model(), x.numpy(), y.numpy())
+
     def model_variables(self, model):
         # Keras prefixes paths with the model's name; the suite names variables d<i>/<name>.
         return [("/".join(v.path.split("/")[-2:]), v) for v in model.weights]

@@ -319,6 +319,11 @@ class InitLocalShardShape(ReferenceTarget):
         return value
 
 
+class BatchNormLocalStatistics(ReferenceTarget):
+    def _batch_sum(self, tensor):
+        return tensor  # each rank normalises with its own batch's statistics
+
+
 MUTANTS = {
     m.name: m
     for m in (
@@ -377,5 +382,7 @@ MUTANTS = {
                "a replicated variable's random initializer is seeded with seed + rank"),
         Mutant("init-local-shard-shape", InitLocalShardShape, ("variable.init",),
                "the initializer runs on the local shard's shape, not the global one"),
+        Mutant("bn-local-batch-stats", BatchNormLocalStatistics, ("train.batch-norm",),
+               "BatchNormalization under DataParallel uses each rank's own batch statistics"),
     )
 }

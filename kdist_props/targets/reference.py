@@ -14,6 +14,7 @@ import kdist_props
 from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL
 from kdist_props.targets.base import Target
 from kdist_props.properties.gathers import redistributed, replicated
+from kdist_props.targets.reference_batch_norm import ReferenceBatchNorm
 from kdist_props.targets.reference_init import ReferenceInitializers
 from kdist_props.targets.reference_models import ReferenceModels, ReferenceVariable
 from kdist_props.properties.torch_mesh import build_mesh
@@ -38,7 +39,7 @@ class ReferenceDistribution:
         return dict(self.layout_map)[matching[0]] if matching else (None,) * rank
 
 
-class ReferenceTarget(ReferenceInitializers, ReferenceModels, Target):
+class ReferenceTarget(ReferenceBatchNorm, ReferenceInitializers, ReferenceModels, Target):
     name = "reference"
 
     def __init__(self):
