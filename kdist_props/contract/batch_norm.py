@@ -17,8 +17,9 @@ def global_batch(example):
     return x, y
 
 
-def rank_batch(example, rank):
-    x, y = global_batch(example)
+def rank_batch(example, rank, batch=global_batch):
+    """The slice of `batch(example)` that `rank` feeds."""
+    x, y = batch(example)
     part = batch_slice(example.distribution, example.global_batch, rank)
     return x[part], y[part]
 

@@ -73,3 +73,21 @@ def single_process_batch_norm(x, y):
     assert keras.distribution.distribution() is None, "the single-process oracle must run with no distribution"
     return tuple(torch.from_numpy(keras.ops.convert_to_numpy(v).copy())
                  for v in fit_batch_norm(batch_norm_model(), x.numpy(), y.numpy()))
+
+
+def count_model(features):
+    """Input -> Dense "d0" (1 unit, sigmoid, kernel of ones): a prediction above 0.5 is a positive row sum."""
+    return keras.Sequential([keras.Input((features,)),
+                             keras.layers.Dense(1, activation="sigmoid", kernel_initializer="ones", name="d0")])
+
+
+def evaluate_true_positives(model, x, y):
+    """What evaluate reports for TruePositives on (x, y) in one batch."""
+    model.compile(loss="mse", metrics=[keras.metrics.TruePositives(name="tp")])
+    return float(model.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)["tp"])
+
+
+def single_process_true_positives(features, x, y):
+    """The oracle of eval.count-metrics: the same program on the global batch in this process, no distribution."""
+    assert keras.distribution.distribution() is None, "the single-process oracle must run with no distribution"
+    return evaluate_true_positives(count_model(features), x.numpy(), y.numpy())

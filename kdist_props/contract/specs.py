@@ -378,6 +378,25 @@ class BatchNormObservation:
     moving_mean: object  # torch tensor
     moving_variance: object  # torch tensor
 
+# == chapter: metrics (eval.count-metrics) ==
+
+@dataclass(frozen=True)
+class CountMetricExample:
+    """eval.count-metrics: Input(features) -> Dense "d0" (1 unit, sigmoid, kernel
+    of ones, bias of zeros) evaluated with TruePositives on the global batch of
+    `global_batch` rows (values from `data_seed`, labels 0/1) under
+    `distribution`; each rank feeds the slice of its position on the batch axis."""
+
+    features: int
+    global_batch: int
+    distribution: DistributionSpec
+    data_seed: int = 0
+
+
+@dataclass(frozen=True)
+class CountMetricObservation:
+    true_positives: float  # what evaluate reported
+
 # == chapter: training (train.equivalence, optimizer.iterations) ==
 
 @dataclass(frozen=True)

@@ -132,6 +132,11 @@ class Target:
         Dense(1) on this rank's batch; the layer's (moving_mean, moving_variance)."""
         raise NotImplementedError
 
+    def evaluate_true_positives(self, distribution, x, y):
+        """Under the distribution, evaluate of Input -> Dense "d0" (sigmoid, kernel
+        of ones) with TruePositives on this rank's batch; the count it reports."""
+        raise NotImplementedError
+
     def model_variables(self, model):
         """[(path, variable)] in creation order."""
         raise NotImplementedError

@@ -32,7 +32,7 @@ NEEDS_BACKEND_MODULE = ("layout.placements", "mesh.identity", "mesh.reuse", "ten
                         "tensor.inputs", "tensor.input-unchanged", "variable.explicit-layout", "layoutmap.values",
                         "distribution.defaults",
                         # Without it a model's variables are plain tensors built by one code path on every rank.
-                        "variable.init", "train.batch-norm")
+                        "variable.init", "train.batch-norm", "eval.count-metrics")
 # Clauses with no public route: backend probes, used where present.
 BACKEND_PROBES = {"data.input": "distribute_data_input"}
 

@@ -39,6 +39,11 @@ class KerasModels:
         with distribution.scope():
             return keras_programs.fit_batch_norm(keras_programs.batch_norm_model(), x.numpy(), y.numpy())
 
+    def evaluate_true_positives(self, distribution, x, y):
+        with distribution.scope():
+            model = keras_programs.count_model(x.shape[1])
+            return keras_programs.evaluate_true_positives(model, x.numpy(), y.numpy())
+
     def model_variables(self, model):
         # Keras prefixes paths with the model's name; the suite names variables d<i>/<name>.
         return [("/".join(v.path.split("/")[-2:]), v) for v in model.weights]

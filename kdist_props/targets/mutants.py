@@ -324,6 +324,15 @@ class BatchNormLocalStatistics(ReferenceTarget):
         return tensor  # each rank normalises with its own batch's statistics
 
 
+class CountMetricSummedOverBatchAxis(ReferenceTarget):
+    def evaluate_true_positives(self, distribution, x, y):
+        # Each rank counts the whole global batch, then the counts are summed
+        # over the batch axis as if each had counted its own slice.
+        mesh = distribution.device_mesh
+        return super().evaluate_true_positives(distribution, x, y) * mesh.shape[
+            list(mesh.axis_names).index(distribution.batch_dim_name)]
+
+
 MUTANTS = {
     m.name: m
     for m in (
@@ -384,5 +393,7 @@ MUTANTS = {
                "the initializer runs on the local shard's shape, not the global one"),
         Mutant("bn-local-batch-stats", BatchNormLocalStatistics, ("train.batch-norm",),
                "BatchNormalization under DataParallel uses each rank's own batch statistics"),
+        Mutant("count-metric-summed-over-batch-axis", CountMetricSummedOverBatchAxis, ("eval.count-metrics",),
+               "evaluate's count metrics: the global count summed again over the batch axis"),
     )
 }

@@ -127,7 +127,7 @@ class ReferenceModels:
             # layer (size-1 sharded dims, uneven shards).
             compute = {p: replicated(w) for p, w in params.items()}
             mesh = next(iter(params.values())).device_mesh
-            x, y = (self._global_batch(t, mesh, model.distribution.batch_dim_name) for t in (x, y))
+            x, y = (self.global_batch(t, mesh, model.distribution.batch_dim_name) for t in (x, y))
         loss = training.mse(training.forward(model.spec, compute, x), y)
         wanted = [p for p, w in params.items() if w.requires_grad]
         grads = dict(zip(wanted, torch.autograd.grad(loss, [params[p] for p in wanted])))
@@ -157,7 +157,7 @@ class ReferenceModels:
         return tensor / dist.get_world_size()
 
     @staticmethod
-    def _global_batch(tensor, mesh, batch_axis):
+    def global_batch(tensor, mesh, batch_axis):
         """This rank's slice of the batch as the whole global batch, replicated
         on `mesh`: the slices of the batch axis' positions, gathered in order."""
         placements = [Shard(0) if name == batch_axis else Replicate() for name in mesh.mesh_dim_names]
