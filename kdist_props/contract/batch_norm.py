@@ -3,7 +3,7 @@ float32 moving statistic may lie from the single-process one (the oracle
 itself is Keras with no distribution: keras_programs.single_process_batch_norm)."""
 
 
-from kdist_props.contract.training import batch_slice
+from kdist_props.contract.training import rank_rows
 from kdist_props.contract.values import make_values
 
 MOMENTUM = 0.99  # Keras' default: moving = moving * momentum + batch statistic * (1 - momentum)
@@ -17,11 +17,8 @@ def global_batch(example):
     return x, y
 
 
-def rank_batch(example, rank, batch=global_batch):
-    """The slice of `batch(example)` that `rank` feeds."""
-    x, y = batch(example)
-    part = batch_slice(example.distribution, example.global_batch, rank)
-    return x[part], y[part]
+def rank_batch(example, rank):
+    return rank_rows(example.distribution, rank, global_batch(example))
 
 
 def mean_error(example, expected):

@@ -1,7 +1,7 @@
 """eval.count-metrics: the data of an evaluation with a count metric (the
 oracle is Keras with no distribution: keras_programs.single_process_true_positives)."""
 
-from kdist_props.contract.batch_norm import rank_batch as batch_slice_of
+from kdist_props.contract.training import rank_rows
 from kdist_props.contract.values import make_values
 
 
@@ -13,4 +13,4 @@ def global_batch(example):
 
 
 def rank_batch(example, rank):
-    return batch_slice_of(example, rank, global_batch)
+    return rank_rows(example.distribution, rank, global_batch(example))

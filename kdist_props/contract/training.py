@@ -55,18 +55,15 @@ def global_batch(spec):
 
 
 def rank_batch(spec, rank):
-    """What rank `rank` feeds: the slice of its position on the batch axis."""
-    x, y = global_batch(spec)
-    part = batch_slice(spec.distribution, spec.global_batch, rank)
-    return x[part], y[part]
+    return rank_rows(spec.distribution, rank, global_batch(spec))
 
 
-def batch_slice(distribution, rows, rank):
-    """The rows of a global batch that `rank` feeds: the slice of its position on the batch axis."""
+def rank_rows(distribution, rank, tensors):
+    """The rows of each global-batch tensor that `rank` feeds: the slice of its position on the batch axis."""
     mesh, batch_axis = distribution.mesh, distribution.batch_dim_name
-    per_slice = rows // mesh.axis_size(batch_axis)
+    per_slice = len(tensors[0]) // mesh.axis_size(batch_axis)
     position = mesh.coordinate(rank)[mesh.axis_names.index(batch_axis)]
-    return slice(position * per_slice, (position + 1) * per_slice)
+    return tuple(t[position * per_slice:(position + 1) * per_slice] for t in tensors)
 
 
 def forward(model, weights, x):
