@@ -3,6 +3,7 @@
 from hypothesis import strategies as st
 
 from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL, DistributionSpec, MeshSpec, ModelSpec, TrainSpec
+from kdist_props.strategies.meshes import factorizations
 from kdist_props.strategies.tensors import seeds
 
 ACTIVATIONS = ("linear", "relu", "tanh")
@@ -29,15 +30,22 @@ def model_specs(draw, max_layers=3):
 
 
 @st.composite
-def model_distributions(draw, world_size, model, kind=None):
-    """DataParallel over every rank, or ModelParallel on a (1, world) mesh with
-    kernels and biases sharded on drawn dims (or replicated); `kind` fixes which."""
+def model_distributions(draw, world_size, model, kind=None, every_factorisation=True):
+    """DataParallel or ModelParallel (`kind` fixes which) on a mesh as users
+    draw them: any factorisation of the world size into (batch, model), and
+    for DataParallel also the 1-D (world,) mesh; every_factorisation=False
+    keeps to (world,) for DataParallel and (1, world) for ModelParallel.
+    ModelParallel shards kernels and biases on drawn dims of the model axis,
+    or leaves them replicated."""
     kind = kind or draw(st.sampled_from([DATA_PARALLEL, MODEL_PARALLEL]), label="distribution")
-    ranks = tuple(range(world_size))
+    shapes = factorizations(world_size, 2) if every_factorisation else [(1, world_size)]
     if kind == DATA_PARALLEL:
-        mesh = MeshSpec(shape=(world_size,), axis_names=("batch",), ranks=ranks)
+        shapes = [(world_size,), *shapes] if every_factorisation else [(world_size,)]
+    shape = draw(st.sampled_from(shapes), label="mesh shape")
+    # DataParallel batches over the mesh's first axis (as Keras does).
+    mesh = MeshSpec(shape=shape, axis_names=("batch", "model")[:len(shape)], ranks=tuple(range(world_size)))
+    if kind == DATA_PARALLEL:
         return DistributionSpec(kind=kind, mesh=mesh, batch_dim_name="batch")
-    mesh = MeshSpec(shape=(1, world_size), axis_names=("batch", "model"), ranks=ranks)
     layout_map = []
     for path, shape in model.variable_shapes():
         dim = draw(st.sampled_from([None, *range(len(shape))]), label=f"{path} sharded dim")
@@ -46,22 +54,24 @@ def model_distributions(draw, world_size, model, kind=None):
 
 
 @st.composite
-def train_specs(draw, world_size, entry=None, kind=None):
+def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=True):
     """A training run; `entry` fixes the entry point (fit or train_on_batch) and
-    `kind` the distribution (DataParallel or ModelParallel), else they are drawn."""
+    `kind` the distribution (DataParallel or ModelParallel), else they are
+    drawn; every_factorisation as model_distributions takes it."""
     model = draw(model_specs(), label="model")
-    per_rank = draw(st.integers(1, 3), label="per-rank batch")
+    distribution = draw(model_distributions(world_size, model, kind, every_factorisation), label="distribution")
+    per_slice = draw(st.integers(1, 3), label="per-slice batch")
     optimizer = draw(st.sampled_from(OPTIMIZERS), label="optimizer")
     # The oracle bounds one Adam step only (training.train says why); SGD, which
     # shows averaging bugs best, gets several.
     steps = 1 if optimizer == "adam" else draw(st.integers(1, 3), label="steps")
     return TrainSpec(
         model=model,
-        distribution=draw(model_distributions(world_size, model, kind), label="distribution"),
+        distribution=distribution,
         optimizer=optimizer,
         learning_rate=draw(st.sampled_from([0.125, 0.25, 0.5]), label="learning rate"),
         steps=steps,
-        global_batch=per_rank * world_size,
+        global_batch=per_slice * distribution.mesh.axis_size(distribution.batch_dim_name),
         entry=entry or draw(st.sampled_from(ENTRIES), label="entry point"),
         data_seed=draw(seeds, label="data seed"),
     )

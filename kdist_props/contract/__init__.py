@@ -41,6 +41,9 @@ CLAUSES = (
            "ModelParallel(layout_map=..., batch_dim_name=...) takes the LayoutMap's mesh and that batch dim"),
     Clause("variable.scope", "B", "variables created under a distribution scope have the clause layout, the chunk "
            "shards and the single-process initial value"),
+    Clause("variable.init", "B", "a model built under a distribution with Keras' own initializers holds on every "
+           "rank the same global value of every variable: a deterministic initializer's value, and for seeded random "
+           "ones the single-process value, within the bounds the initializer computes from the global shape"),
     Clause("variable.read", "B", "reading a distributed variable gives the full global value on every rank"),
     Clause("variable.assign", "B", "assigning plain values of any dtype keeps the layout and gives the new full value"),
     Clause("variable.explicit-layout", "B", "keras.Variable(..., layout=...) with no distribution, under "
@@ -50,6 +53,10 @@ CLAUSES = (
            "iterations that counts steps identically on every rank"),
     Clause("train.equivalence", "B", "k training steps under DataParallel/ModelParallel give the single-process loss "
            "and weights on the global batch"),
+    Clause("train.batch-norm", "B", "a fit step of BatchNormalization under DataParallel leaves on every rank the "
+           "moving statistics of single-process training on the global batch"),
+    Clause("eval.count-metrics", "B", "evaluate under a distribution reports a count metric (TruePositives) of the "
+           "global batch, as single-process evaluate does"),
     Clause("ops.scope", "B", "under a ModelParallel scope, keras.ops.matmul of a plain input with a sharded variable "
            "equals the single-process result"),
 )

@@ -96,9 +96,11 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """k steps of `optimizer` on a model under a distribution. Under
-    DataParallel rank r feeds slice r of the global batch; under
-    ModelParallel (a batch axis of size 1) every rank feeds the whole batch."""
+    """k steps of `optimizer` on a model under a distribution. The global
+    batch is cut into as many equal slices as the batch axis has positions;
+    every rank feeds the slice of its position on that axis (DataParallel on
+    a 1-D mesh: rank r feeds slice r; a batch axis of size 1: every rank feeds
+    the whole batch)."""
 
     model: ModelSpec
     distribution: DistributionSpec
@@ -330,6 +332,70 @@ class VariableMatmulExample:
 
     target: VariableExample
     x: TensorSpec
+
+# == chapter: initializers (variable.init) ==
+
+@dataclass(frozen=True)
+class InitExample:
+    """variable.init: the dense stack of `model` built under `distribution` by a
+    program that calls keras.utils.set_random_seed(seed) on every rank (seed
+    None: a program that never seeds, on processes whose random state is their
+    own, drawn from process_entropy and the rank), then gives variable i of
+    model.variable_shapes() Keras' initializer initializers[i]."""
+
+    model: ModelSpec
+    initializers: tuple  # initializer names, one per variable, in model.variable_shapes() order
+    distribution: DistributionSpec
+    seed: int = None
+    process_entropy: int = 0
+
+
+@dataclass(frozen=True)
+class InitObservation:
+    """Every variable's full value as this rank reads it, right after the build."""
+
+    values: tuple  # ((path, torch tensor), ...) in the target's variable order
+
+# == chapter: batch normalization (train.batch-norm) ==
+
+@dataclass(frozen=True)
+class BatchNormExample:
+    """train.batch-norm: Input(features) -> BatchNormalization -> Dense(1),
+    one fit step of SGD on the global batch of `global_batch` rows (values
+    from `data_seed`) under `distribution` (DataParallel: each rank feeds the
+    slice of its position on the batch axis)."""
+
+    features: int
+    global_batch: int
+    distribution: DistributionSpec
+    data_seed: int = 0
+
+
+@dataclass(frozen=True)
+class BatchNormObservation:
+    """The layer's moving statistics after the step, as this rank reads them."""
+
+    moving_mean: object  # torch tensor
+    moving_variance: object  # torch tensor
+
+# == chapter: metrics (eval.count-metrics) ==
+
+@dataclass(frozen=True)
+class CountMetricExample:
+    """eval.count-metrics: Input(features) -> Dense "d0" (1 unit, sigmoid, kernel
+    of ones, bias of zeros) evaluated with TruePositives on the global batch of
+    `global_batch` rows (values from `data_seed`, labels 0/1) under
+    `distribution`; each rank feeds the slice of its position on the batch axis."""
+
+    features: int
+    global_batch: int
+    distribution: DistributionSpec
+    data_seed: int = 0
+
+
+@dataclass(frozen=True)
+class CountMetricObservation:
+    true_positives: float  # what evaluate reported
 
 # == chapter: training (train.equivalence, optimizer.iterations) ==
 

@@ -54,14 +54,16 @@ def global_batch(spec):
     return x, y
 
 
-def rank_batch(spec, rank, world_size):
-    """What rank `rank` feeds: its own slice under DataParallel, everything under ModelParallel."""
-    x, y = global_batch(spec)
-    if spec.distribution.kind != "DataParallel":
-        return x, y
-    per_rank = spec.global_batch // world_size
-    part = slice(rank * per_rank, (rank + 1) * per_rank)
-    return x[part], y[part]
+def rank_batch(spec, rank):
+    return rank_rows(spec.distribution, rank, global_batch(spec))
+
+
+def rank_rows(distribution, rank, tensors):
+    """The rows of each global-batch tensor that `rank` feeds: the slice of its position on the batch axis."""
+    mesh, batch_axis = distribution.mesh, distribution.batch_dim_name
+    per_slice = len(tensors[0]) // mesh.axis_size(batch_axis)
+    position = mesh.coordinate(rank)[mesh.axis_names.index(batch_axis)]
+    return tuple(t[position * per_slice:(position + 1) * per_slice] for t in tensors)
 
 
 def forward(model, weights, x):

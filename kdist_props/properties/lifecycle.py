@@ -10,7 +10,9 @@ from kdist_props import targets
 # the first example of a test must not pay for them.
 RANK_MODULES = ("torch", "torch.distributed", "torch.distributed.tensor", "keras", "kdist_props.targets.keras",
                 "kdist_props.targets.mutants", "kdist_props.properties.lifecycle", "kdist_props.properties.tier_a",
-                "kdist_props.properties.tier_b", "kdist_props.properties.training", "kdist_props.properties.meshes")
+                "kdist_props.properties.tier_b", "kdist_props.properties.training", "kdist_props.properties.meshes",
+                "kdist_props.properties.initializers", "kdist_props.properties.batch_norm",
+                "kdist_props.properties.metrics")
 
 
 def prepare_target(ctx, request):

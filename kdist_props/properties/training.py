@@ -10,7 +10,7 @@ def train(ctx, example: TrainExample) -> TrainObservation:
     spec = example.train
     model = built_model(ctx, spec.model, spec.distribution)
     initial = variable_values(ctx, model)
-    x, y = training.rank_batch(spec, ctx.rank, ctx.world_size)
+    x, y = training.rank_batch(spec, ctx.rank)
     losses = ctx.target.train(model, spec, x, y)
     return TrainObservation(
         losses=tuple(float(loss) for loss in losses),

@@ -121,6 +121,22 @@ class Target:
         its variables initialized from `initial` ({path: tensor})."""
         raise NotImplementedError
 
+    def build_initialized_model(self, example, distribution, device_mesh):
+        """The dense stack of `example` (specs.InitExample) created under the
+        distribution, every variable given its Keras initializer after
+        keras.utils.set_random_seed(example.seed)."""
+        raise NotImplementedError
+
+    def train_batch_norm(self, distribution, x, y):
+        """Under the distribution, one fit step of Input -> BatchNormalization ->
+        Dense(1) on this rank's batch; the layer's (moving_mean, moving_variance)."""
+        raise NotImplementedError
+
+    def evaluate_true_positives(self, distribution, x, y):
+        """Under the distribution, evaluate of Input -> Dense "d0" (sigmoid, kernel
+        of ones) with TruePositives on this rank's batch; the count it reports."""
+        raise NotImplementedError
+
     def model_variables(self, model):
         """[(path, variable)] in creation order."""
         raise NotImplementedError

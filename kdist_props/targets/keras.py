@@ -30,7 +30,9 @@ NEEDS_BACKEND_MODULE = ("layout.placements", "mesh.identity", "mesh.reuse", "ten
                         # Released Keras with no torch distribution_lib keeps every value plain, whatever the API
                         # accepts: these would only say that again.
                         "tensor.inputs", "tensor.input-unchanged", "variable.explicit-layout", "layoutmap.values",
-                        "distribution.defaults")
+                        "distribution.defaults",
+                        # Without it a model's variables are plain tensors built by one code path on every rank.
+                        "variable.init", "train.batch-norm", "eval.count-metrics")
 # Clauses with no public route: backend probes, used where present.
 BACKEND_PROBES = {"data.input": "distribute_data_input"}
 

@@ -10,6 +10,7 @@ import torch
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.placement_types import Placement
 
+from kdist_props.contract import keras_programs
 from kdist_props.targets.base import Unreadable, Unsupported
 
 
@@ -27,6 +28,21 @@ class KerasModels:
             model = keras.Sequential(layers)
         model.kdist_distribution = distribution
         return model
+
+    def build_initialized_model(self, example, distribution, device_mesh):
+        with distribution.scope():
+            model = keras_programs.dense_stack(example)
+        model.kdist_distribution = distribution
+        return model
+
+    def train_batch_norm(self, distribution, x, y):
+        with distribution.scope():
+            return keras_programs.fit_batch_norm(keras_programs.batch_norm_model(), x.numpy(), y.numpy())
+
+    def evaluate_true_positives(self, distribution, x, y):
+        with distribution.scope():
+            model = keras_programs.count_model(x.shape[1])
+            return keras_programs.evaluate_true_positives(model, x.numpy(), y.numpy())
 
     def model_variables(self, model):
         # Keras prefixes paths with the model's name; the suite names variables d<i>/<name>.

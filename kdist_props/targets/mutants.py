@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import keras
 import torch
+import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, distribute_tensor
 
@@ -283,6 +284,55 @@ class DevicesOfThisProcess(ReferenceTarget):
         return super().list_devices()[:1]  # the devices this process sees, as with no process group
 
 
+def replicated(distribution, path, shape):
+    return all(axis is None for axis in distribution.axes_for(path, len(shape)))
+
+
+class InitReplicatedPerRank(ReferenceTarget):
+    def _initial_value(self, distribution, path, initializer, shape, dtype):
+        # Keras master (torch ops/core.py): a replicated layout falls back to
+        # the plain per-process initializer, nothing taken from rank 0.
+        if replicated(distribution, path, shape):
+            return self._initializer_value(distribution, path, initializer, shape, dtype)
+        return super()._initial_value(distribution, path, initializer, shape, dtype)
+
+
+class InitRankSeed(ReferenceTarget):
+    def _initial_value(self, distribution, path, initializer, shape, dtype):
+        if replicated(distribution, path, shape) and hasattr(initializer, "seed"):
+            seeded = type(initializer).from_config({**initializer.get_config(), "seed": initializer.seed + dist.get_rank()})
+            return self._initializer_value(distribution, path, seeded, shape, dtype)
+        return super()._initial_value(distribution, path, initializer, shape, dtype)
+
+
+class InitLocalShardShape(ReferenceTarget):
+    def _initializer_value(self, distribution, path, initializer, shape, dtype):
+        """The initializer runs on the (largest) shard's shape, and every shard holds that draw."""
+        mesh = distribution.device_mesh
+        local_shape = list(shape)
+        for dim, axis in enumerate(distribution.axes_for(path, len(shape))):
+            if axis is not None:
+                local_shape[dim] = -(-shape[dim] // mesh.shape[list(mesh.axis_names).index(axis)])
+        value = super()._initializer_value(distribution, path, initializer, tuple(local_shape), dtype)
+        for dim, (size, part) in enumerate(zip(shape, local_shape)):
+            value = torch.cat([value] * -(-size // part), dim).narrow(dim, 0, size)
+        return value
+
+
+class BatchNormLocalStatistics(ReferenceTarget):
+    def _batch_sum(self, tensor):
+        return tensor  # each rank normalises with its own batch's statistics
+
+
+class CountMetricSummedOverBatchAxis(ReferenceTarget):
+    def evaluate_true_positives(self, distribution, x, y):
+        # Each rank counts the whole global batch, then the counts are summed
+        # over the batch axis as if each had counted its own slice.
+        mesh = distribution.device_mesh
+        return super().evaluate_true_positives(distribution, x, y) * mesh.shape[
+            list(mesh.axis_names).index(distribution.batch_dim_name)]
+
+
 MUTANTS = {
     m.name: m
     for m in (
@@ -335,5 +385,15 @@ MUTANTS = {
                "LayoutMap keys found by re.match, first one wins: prefixes match, ambiguity goes unsaid"),
         Mutant("devices-of-this-process", DevicesOfThisProcess, ("distribution.defaults",),
                "list_devices() and DataParallel() see one process's device only"),
+        Mutant("init-replicated-per-rank", InitReplicatedPerRank, ("variable.init",),
+               "a replicated variable is initialized by each rank on its own (Keras master's fallback)"),
+        Mutant("init-rank-seed", InitRankSeed, ("variable.init",),
+               "a replicated variable's random initializer is seeded with seed + rank"),
+        Mutant("init-local-shard-shape", InitLocalShardShape, ("variable.init",),
+               "the initializer runs on the local shard's shape, not the global one"),
+        Mutant("bn-local-batch-stats", BatchNormLocalStatistics, ("train.batch-norm",),
+               "BatchNormalization under DataParallel uses each rank's own batch statistics"),
+        Mutant("count-metric-summed-over-batch-axis", CountMetricSummedOverBatchAxis, ("eval.count-metrics",),
+               "evaluate's count metrics: the global count summed again over the batch axis"),
     )
 }

@@ -14,6 +14,9 @@ import kdist_props
 from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL
 from kdist_props.targets.base import Target
 from kdist_props.properties.gathers import redistributed, replicated
+from kdist_props.targets.reference_batch_norm import ReferenceBatchNorm
+from kdist_props.targets.reference_init import ReferenceInitializers
+from kdist_props.targets.reference_metrics import ReferenceMetrics
 from kdist_props.targets.reference_models import ReferenceModels, ReferenceVariable
 from kdist_props.properties.torch_mesh import build_mesh
 from kdist_props.contract.values import is_float_or_complex
@@ -37,7 +40,7 @@ class ReferenceDistribution:
         return dict(self.layout_map)[matching[0]] if matching else (None,) * rank
 
 
-class ReferenceTarget(ReferenceModels, Target):
+class ReferenceTarget(ReferenceBatchNorm, ReferenceMetrics, ReferenceInitializers, ReferenceModels, Target):
     name = "reference"
 
     def __init__(self):

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor, Replicate
+from torch.distributed.tensor import DTensor, Replicate, Shard
 
 from kdist_props.contract import training
 from kdist_props.properties.gathers import full_tensor, replicated
@@ -126,7 +126,8 @@ class ReferenceModels:
             # placements; DTensor cannot propagate every sharding through a dense
             # layer (size-1 sharded dims, uneven shards).
             compute = {p: replicated(w) for p, w in params.items()}
-            x, y = (self._replicate_like(t, next(iter(params.values()))) for t in (x, y))
+            mesh = next(iter(params.values())).device_mesh
+            x, y = (self.global_batch(t, mesh, model.distribution.batch_dim_name) for t in (x, y))
         loss = training.mse(training.forward(model.spec, compute, x), y)
         wanted = [p for p, w in params.items() if w.requires_grad]
         grads = dict(zip(wanted, torch.autograd.grad(loss, [params[p] for p in wanted])))
@@ -156,11 +157,12 @@ class ReferenceModels:
         return tensor / dist.get_world_size()
 
     @staticmethod
-    def _replicate_like(tensor, param):
-        if not isinstance(param, DTensor):
-            return tensor
-        mesh = param.device_mesh
-        return DTensor.from_local(tensor, mesh, [Replicate()] * mesh.ndim, run_check=False)
+    def global_batch(tensor, mesh, batch_axis):
+        """This rank's slice of the batch as the whole global batch, replicated
+        on `mesh`: the slices of the batch axis' positions, gathered in order."""
+        placements = [Shard(0) if name == batch_axis else Replicate() for name in mesh.mesh_dim_names]
+        local = DTensor.from_local(tensor, mesh, placements, run_check=False)
+        return local.redistribute(mesh, [Replicate()] * mesh.ndim)
 
     def iterations(self, model):
         return model.iterations

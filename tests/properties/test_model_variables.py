@@ -15,9 +15,16 @@ from kdist_props.strategies.tensors import seeds, standalone_variables
 from kdist_props.contract.values import tensor_from
 
 
+# The meshes of (world,) DataParallel and (1, world) ModelParallel: Keras 3.15.1
+# raises on multi-axis DataParallel (its baseline), which would hide these
+# facts there; variable.init and train.equivalence draw every factorisation.
+def distributions(world_size, model):
+    return model_distributions(world_size, model, every_factorisation=False)
+
+
 def draw_model(kdist, data):
     model = data.draw(model_specs(), label="model")
-    return model, data.draw(model_distributions(kdist.world_size, model), label="distribution")
+    return model, data.draw(distributions(kdist.world_size, model), label="distribution")
 
 
 def standalone_axes(example):
@@ -90,7 +97,7 @@ def test_a_standalone_variable_reads_in_full(kdist, data):
 @given(data=st.data())
 def test_matmul_with_a_sharded_kernel_equals_single_process(kdist, data):
     model, _ = draw_model(kdist, data)
-    distribution = data.draw(model_distributions(kdist.world_size, model).filter(lambda d: d.kind == MODEL_PARALLEL),
+    distribution = data.draw(distributions(kdist.world_size, model).filter(lambda d: d.kind == MODEL_PARALLEL),
                              label="model-parallel distribution")
     rows = data.draw(st.integers(1, 4), label="input rows")
     x = TensorSpec(shape=(rows, model.widths[0]), dtype=model.dtype, seed=data.draw(seeds, label="input seed"))

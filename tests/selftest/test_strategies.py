@@ -115,3 +115,12 @@ def test_near_twins_differ_from_their_mesh_in_exactly_one_field(world_size):
         differing = [name for name, (a, b) in fields.items() if a != b]
         assert len(differing) == 1, f"expected exactly one differing field, got {differing} for {config} vs {twin}"
 
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_tier_b_meshes_reach_every_batch_model_factorisation(world_size):
+    drawn = examples(train_specs(world_size))
+    pairs = [(b, world_size // b) for b in range(1, world_size + 1) if world_size % b == 0]
+    assert {t.distribution.mesh.shape for t in drawn if t.distribution.kind == "ModelParallel"} == set(pairs)
+    assert {t.distribution.mesh.shape for t in drawn if t.distribution.kind == "DataParallel"} == {
+        (world_size,), *pairs}
