@@ -23,6 +23,7 @@ import time
 from kdist_props.cluster.agreement import disagreeing_ranks
 from kdist_props.cluster.errors import (BackendLimitation, ProtocolError, RankCrash, RankDesync, RankError,
                                         RankFailure, RankHang, backend_refusal, check_observation_types)
+from kdist_props.environment import ConfigError
 from kdist_props.specs import SHUTDOWN, RankUsage, RunReply, RunRequest
 
 # After one rank raised, how long the others get to finish before the pool is
@@ -270,11 +271,15 @@ class Pool:
         now = self.leaked()
         return now.threads > self.fresh.threads or now.process_groups > self.fresh.process_groups
 
-    def holds_too_much(self, headroom):
+    def holds_too_much(self, headroom, ceiling=None):
         """Whether a next run that adds up to `headroom` threads could take some
-        rank past THREAD_CEILING, or a rank holds more than MAX_GROUPS groups."""
+        rank past `ceiling` threads (default: thread_ceiling()), or a rank holds
+        more groups than that many threads would pay for (None: never)."""
+        ceiling = thread_ceiling() if ceiling is None else ceiling
+        if ceiling == NO_CEILING:
+            return False
         now = self.leaked()
-        return now.threads + headroom > THREAD_CEILING or now.process_groups > MAX_GROUPS
+        return now.threads + headroom > ceiling or now.process_groups > ceiling // THREADS_PER_GLOO_GROUP
 
     def _dispatch(self, message, request, deadline_s, deadline_name):
         for conn in self.conns.values():
@@ -429,19 +434,37 @@ def describe_exit(code):
 
 # When a pool is replaced because its ranks pile up what targets leak. A fresh
 # rank holds 5 threads and 1 process group (the world); gloo adds 3 threads per
-# group it keeps, and a leaky target (Keras master) adds groups with every
-# mesh conversion. Wherever a run may start from scratch, the pool is replaced
-# when the next run could take a rank past THREAD_CEILING threads: when a
-# rank's threads plus the run's headroom (session.Runner: the most threads one
-# run of the same test has added, a stateful program counting as one run) pass
-# it. Every test starts on ranks that hold nothing leaked, so its first run has
-# the whole ceiling. A replacement costs a kill, a fork and a handshake (~100 ms
-# at 4 ranks here) and a first example on cold caches (DTensor's sharding
-# propagation cache is per process: ~165 ms more at 4 ranks); a rank with
-# hundreds of idle gloo threads slows every example down. MAX_GROUPS bounds
-# groups that cost no threads (or that a backend keeps elsewhere).
+# group it keeps (2 workers and a transport device whose loop wakes every 10 ms),
+# and a leaky target (Keras master) adds groups with every mesh conversion.
+# Wherever a run may start from scratch, the pool is replaced when the next run
+# could take a rank past the thread ceiling: when a rank's threads plus the
+# run's headroom (session.Runner: the most threads one run of the same test has
+# added, a stateful program counting as one run) pass it, or when a rank holds
+# more groups than the ceiling's threads would pay for (groups that cost no
+# threads, or that a backend keeps elsewhere). Every test starts on ranks that
+# hold nothing leaked, so its first run has the whole ceiling. A replacement
+# costs a kill, a fork and a handshake (~100 ms at 4 ranks here) and a first
+# example on cold caches (DTensor's sharding propagation cache is per process:
+# ~165 ms more at 4 ranks); idle gloo threads cost far less (README, "Leaky
+# targets": `kdist-props leaks` sweeps the ceiling, and this one was the fastest).
 THREAD_CEILING = 64
-MAX_GROUPS = 20
+THREADS_PER_GLOO_GROUP = 3
+# The sweep's override: an integer, or `none` (never replace for leaks).
+CEILING_VARIABLE = "KDIST_THREAD_CEILING"
+NO_CEILING = "none"
+
+
+def thread_ceiling():
+    """The ceiling in force: CEILING_VARIABLE when set, else THREAD_CEILING."""
+    text = os.environ.get(CEILING_VARIABLE, "").strip().lower()
+    if not text:
+        return THREAD_CEILING
+    if text == NO_CEILING:
+        return NO_CEILING
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{CEILING_VARIABLE}={text!r}: give a number of threads or {NO_CEILING!r}") from None
 
 
 class PoolManager:
@@ -456,6 +479,7 @@ class PoolManager:
         self.respawns = []  # start-up seconds of pools that replaced a dead one
         self.replacements = {}  # world size -> pools replaced because of what they held
         self._retired_max_threads = 0
+        thread_ceiling()  # a malformed override is a configuration error now, not mid-run
         atexit.register(self.close_all)
 
     def get(self, world_size, *, replace_if=None):
