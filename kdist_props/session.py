@@ -15,6 +15,7 @@ from hypothesis import reject, settings, statistics
 from kdist_props import baselines, contract, profiles, report, repro
 from kdist_props.cluster import PoolManager
 from kdist_props.cluster.errors import BackendLimitation, RankError, RankHang
+from kdist_props.costs import CostLedger, cost_line
 from kdist_props.environment import ConfigError, keras_checkout
 from kdist_props.targets import registry
 
@@ -144,9 +145,10 @@ class Runner:
         before = pool.leaked()
         began = time.monotonic()
         try:
-            observations = pool.run(body, example, target=self.target, deadline_s=deadline, stateful=stateful,
-                                    starts_state=starts_state, agree=agree, clean_target=clean_target,
-                                    deadline_name=deadline_name)
+            with self.session.costs.run(record.nodeid, cold=not pool.has_run):
+                observations = pool.run(body, example, target=self.target, deadline_s=deadline, stateful=stateful,
+                                        starts_state=starts_state, agree=agree, clean_target=clean_target,
+                                        deadline_name=deadline_name)
         except RankHang:
             self.session.hangs[record.nodeid] = record
             if long_wait:
@@ -221,6 +223,7 @@ class Session:
     caught: set = field(default_factory=set)  # mutants that failed a clause they break
     turns: dict = field(default_factory=dict)  # nodeid -> turns it got in a budget run
     database_entries_at_start: int = 0
+    costs: CostLedger = field(default_factory=CostLedger)  # where the session's time went (costs.py)
 
     @classmethod
     def from_config(cls, config):
@@ -480,6 +483,8 @@ class Session:
         header["backend_limitations"] = sorted(self.backend_limitations)
         header["respawned_pools"] = len(self.pools.respawns)
         header.update(self.harness_facts())
+        header["time"] = self.costs.split(self.pools)
+        header["cost"] = cost_line(header["time"], header["leaks"])
         header["examples_per_clause"] = self.builder.examples_per_clause()
         header["example_database"] = self.example_database_facts()
         if not self.recorded:
@@ -490,6 +495,7 @@ class Session:
         report.write(built, self.report_path, md_path)
         self.summary = report.summary_lines(built) + [f"report: {self.report_path} and {md_path}"]
         self.summary += [f"backend limitation (not a target bug): {line}" for line in header["backend_limitations"]]
+        self.summary.append(header["cost"])
         self.summary.append("examples per clause: " + ", ".join(
             f"{clause}={count}" for clause, count in header["examples_per_clause"].items()))
         database = header["example_database"]

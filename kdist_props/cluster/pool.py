@@ -261,6 +261,11 @@ class Pool:
                 )
         return observations
 
+    @property
+    def has_run(self):
+        """Whether a body ran here yet: a fresh pool's first run meets cold caches."""
+        return self._seq > 0
+
     def leaked(self):
         """The most threads and process groups any rank held after its last run."""
         return RankUsage(max(u.threads for u in self.usage.values()),
@@ -478,6 +483,9 @@ class PoolManager:
         self.pools = {}
         self.respawns = []  # start-up seconds of pools that replaced a dead one
         self.replacements = {}  # world size -> pools replaced because of what they held
+        self.replacing_s = 0.0  # spent retiring pools (leaky or dead) and starting their replacements
+        self.replaced_pools = 0
+        self.first_starts_s = 0.0  # starting each world size's first pool
         self._retired_max_threads = 0
         thread_ceiling()  # a malformed override is a configuration error now, not mid-run
         atexit.register(self.close_all)
@@ -486,21 +494,27 @@ class PoolManager:
         """The live pool of `world_size`. `replace_if(pool)`, when given, may
         ask for a fresh one (the caller knows no rank state must survive)."""
         pool = self.pools.get(world_size)
-        if pool is not None and not pool.broken:
-            if replace_if is None or not replace_if(pool):
-                return pool
+        if pool is None:
+            began = time.monotonic()
+            pool = self._start(world_size)  # the first pool of the session starts the zygote too
+            self.first_starts_s += time.monotonic() - began
+            return pool
+        if not pool.broken and (replace_if is None or not replace_if(pool)):
+            return pool
+        began = time.monotonic()
+        if pool.broken:
+            self._retire(pool)
+            fresh = self._start(world_size)
+            self.respawns.append(fresh.startup_s)
+        else:
             self.replacements[world_size] = self.replacements.get(world_size, 0) + 1
             # Killed, not shut down in order: its ranks hold nothing anyone needs,
             # and destroying what a leaky target left costs more than the fork.
             self._retire(pool, orderly=False)
-            return self._start(world_size)
-        replacing_dead = pool is not None
-        if replacing_dead:
-            self._retire(pool)
-        pool = self._start(world_size)
-        if replacing_dead:
-            self.respawns.append(pool.startup_s)
-        return pool
+            fresh = self._start(world_size)
+        self.replaced_pools += 1
+        self.replacing_s += time.monotonic() - began
+        return fresh
 
     def _start(self, world_size):
         if self.zygote is None:
