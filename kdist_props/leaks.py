@@ -73,6 +73,8 @@ def timed_run(args, target, ceiling):
     with open(report) as f:
         header = json.load(f)["header"]
     replacements = sum(record["pool_replacements"] for record in header["leaks"].values())
+    print(f"  {wall:.1f} s, {replacements} pool replacements, at most {header['max_threads']} threads a rank; "
+          f"{header['cost']}", flush=True)
     return Timing(ceiling, target, wall, code, header["max_threads"], replacements)
 
 
