@@ -450,9 +450,12 @@ def describe_exit(code):
 # hold nothing leaked, so its first run has the whole ceiling. A replacement
 # costs a kill, a fork and a handshake (~100 ms at 4 ranks here) and a first
 # example on cold caches (DTensor's sharding propagation cache is per process:
-# ~165 ms more at 4 ranks); idle gloo threads cost far less (README, "Leaky
-# targets": `kdist-props leaks` sweeps the ceiling, and this one was the fastest).
-THREAD_CEILING = 64
+# ~165 ms more at 4 ranks); idle gloo threads cost less, up to a point (each
+# group's transport loop wakes 100 times a second: with no ceiling at all, a
+# rank of the mesh-per-variable mutant held ~2000 threads and the run took 6x
+# the reference). `kdist-props leaks` sweeps the ceiling (README, "Leaky
+# targets"): 512 was the fastest for both leaky mutants, 64 the slowest.
+THREAD_CEILING = 512
 THREADS_PER_GLOO_GROUP = 3
 # The sweep's override: an integer, or `none` (never replace for leaks).
 CEILING_VARIABLE = "KDIST_THREAD_CEILING"
