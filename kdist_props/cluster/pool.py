@@ -276,11 +276,11 @@ class Pool:
         now = self.leaked()
         return now.threads > self.fresh.threads or now.process_groups > self.fresh.process_groups
 
-    def holds_too_much(self, headroom, ceiling=None):
+    def holds_too_much(self, headroom):
         """Whether a next run that adds up to `headroom` threads could take some
-        rank past `ceiling` threads (default: thread_ceiling()), or a rank holds
-        more groups than that many threads would pay for (None: never)."""
-        ceiling = thread_ceiling() if ceiling is None else ceiling
+        rank past the thread ceiling (thread_ceiling()), or a rank holds more
+        groups than that many threads would pay for."""
+        ceiling = thread_ceiling()
         if ceiling == NO_CEILING:
             return False
         now = self.leaked()
