@@ -13,7 +13,7 @@ from kdist_props.cluster.errors import RankHang
 
 
 @dataclass
-class TestTimes:
+class RunTimes:
     """Seconds of one test's runs: those on warm ranks, and first runs on fresh ones."""
 
     warm_s: float = 0.0
@@ -38,7 +38,7 @@ class CostLedger:
     runs_s: float = 0.0  # every run that came back or raised, cold ones included
     waits_s: float = 0.0  # runs that ended at a deadline
     hung_runs: int = 0
-    tests: dict = field(default_factory=dict)  # test id -> TestTimes
+    tests: dict = field(default_factory=dict)  # test id -> RunTimes
 
     @contextlib.contextmanager
     def run(self, test, *, cold):
@@ -60,7 +60,7 @@ class CostLedger:
 
     def _ran(self, test, seconds, cold):
         self.runs_s += seconds
-        times = self.tests.setdefault(test, TestTimes())
+        times = self.tests.setdefault(test, RunTimes())
         if cold:
             times.cold.append(seconds)
         else:
