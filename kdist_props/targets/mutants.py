@@ -58,9 +58,10 @@ class MeshPerVariable(ReferenceTarget):
     for every conversion, so for every variable laid out, with new process
     groups on every dim (a 1-D world mesh too). Like Keras, it lays out every
     model variable (DataParallel ones too, replicated) and the optimizer's
-    slot variables. At world size 2 that branch left 4.4 groups and 13 threads
-    per example, 25 groups for a two-layer model. Results stay right; only
-    mesh.reuse sees the groups."""
+    slot variables: 13 meshes for a two-layer model with biases, so 13 groups
+    on a 1-D mesh and 26 on a 2-D one. At world size 2 that branch left 4.4
+    groups and 13 threads per example. Results stay right; only mesh.reuse
+    sees the groups."""
 
     SLOTS_PER_VARIABLE = 2  # Keras' Adam: a momentum and a velocity, laid out like their variable
 
