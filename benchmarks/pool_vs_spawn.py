@@ -108,7 +108,7 @@ POOL_NOOP, BARE_NOOP, OVERHEAD = "pool: no-op body", "bare: no-op, in-process", 
 def measure(pools, ws, examples, spawn_examples, timed_body):
     from kdist_props.cluster import RankCrash, RankHang
     from kdist_props.properties import probes
-    from kdist_props.contract.specs import SizeExample
+    from kdist_props.contract.specs import FaultExample, SizeExample
 
     ex, row = SizeExample(8), {}
     began = time.perf_counter()
@@ -140,7 +140,7 @@ def measure(pools, ws, examples, spawn_examples, timed_body):
         times = []
         for _ in range(REPEATS):
             try:
-                run(probes.fault, {"kind": kind, "rank": 1}, deadline_s)
+                run(probes.fault, FaultExample(kind, rank=1), deadline_s)
                 print(f"warning: {kind} fault did not raise {error.__name__}", file=sys.stderr)
             except error:
                 pass

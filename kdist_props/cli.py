@@ -1,13 +1,13 @@
-"""The `kdist-props` command: compare reports, run the mutation analysis, time a leaky target."""
+"""The `kdist-props` command: compare reports, run the mutation analysis, time leaky targets."""
 
 import sys
 
 USAGE = """usage: kdist-props compare OLD.json NEW.json   regressions, fixes and support changes between two reports
        kdist-props mutants [--world-sizes 1,2,4] [--profile ci] [--mutants a,b]
                                                reference + every mutant; prints the mutation score
-       kdist-props leaks [--world-sizes 1,2,4] [--profile ci]
-                                               reference vs a target that leaks process groups: wall-time
-                                               ratio and the most threads a rank held"""
+       kdist-props leaks [--world-sizes 1,2,4] [--profile ci] [--ceilings 64,128,256,512,none]
+                                               reference vs targets that leak process groups, per thread
+                                               ceiling: wall time, ratio, pool replacements, most threads"""
 
 
 def main(argv=None):

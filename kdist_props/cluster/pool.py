@@ -24,6 +24,7 @@ from kdist_props.cluster.dispatch import Dispatcher
 from kdist_props.cluster.errors import RankCrash, RankHang
 from kdist_props.cluster.messages import (SHUTDOWN, Fork, Hello, Ready, Reap, RankUsage, StoreAddress, Welcome,
                                           ZygoteReady, recv, send)
+from kdist_props.environment import ConfigError
 
 SHUTDOWN_GRACE_S = 5.0
 
@@ -224,6 +225,11 @@ class Pool(Dispatcher):
             self._workdir = None
         self.closed = True
 
+    @property
+    def has_run(self):
+        """Whether a body ran here yet: a fresh pool's first run meets cold caches."""
+        return self._seq > 0
+
     def leaked(self):
         """The most threads and process groups any rank held after its last run."""
         return RankUsage(max(u.threads for u in self.usage.values()),
@@ -236,25 +242,50 @@ class Pool(Dispatcher):
 
     def holds_too_much(self, headroom):
         """Whether a next run that adds up to `headroom` threads could take some
-        rank past THREAD_CEILING, or a rank holds more than MAX_GROUPS groups."""
+        rank past the thread ceiling (thread_ceiling()), or a rank holds more
+        groups than that many threads would pay for."""
+        ceiling = thread_ceiling()
+        if ceiling == NO_CEILING:
+            return False
         now = self.leaked()
-        return now.threads + headroom > THREAD_CEILING or now.process_groups > MAX_GROUPS
+        return now.threads + headroom > ceiling or now.process_groups > ceiling // THREADS_PER_GLOO_GROUP
 
 # When a pool is replaced because its ranks pile up what targets leak. A fresh
 # rank holds 5 threads and 1 process group (the world); gloo adds 3 threads per
-# group it keeps, and a leaky target (Keras master) adds groups with every
-# mesh conversion. Wherever a run may start from scratch, the pool is replaced
-# when the next run could take a rank past THREAD_CEILING threads: when a
-# rank's threads plus the run's headroom (harness/runner.py: the most threads one
-# run of the same test has added, a stateful program counting as one run) pass
-# it. Every test starts on ranks that hold nothing leaked, so its first run has
-# the whole ceiling. A replacement costs a kill, a fork and a handshake (~100 ms
-# at 4 ranks here) and a first example on cold caches (DTensor's sharding
-# propagation cache is per process: ~165 ms more at 4 ranks); a rank with
-# hundreds of idle gloo threads slows every example down. MAX_GROUPS bounds
-# groups that cost no threads (or that a backend keeps elsewhere).
-THREAD_CEILING = 64
-MAX_GROUPS = 20
+# group it keeps (2 workers and a transport device whose loop wakes every 10 ms),
+# and a leaky target (Keras master) adds groups with every mesh conversion.
+# Wherever a run may start from scratch, the pool is replaced when the next run
+# could take a rank past the thread ceiling: when a rank's threads plus the
+# run's headroom (harness/runner.py: the most threads one run of the same test has
+# added, a stateful program counting as one run) pass it, or when a rank holds
+# more groups than the ceiling's threads would pay for (groups that cost no
+# threads, or that a backend keeps elsewhere). Every test starts on ranks that
+# hold nothing leaked, so its first run has the whole ceiling. A replacement
+# costs a kill, a fork and a handshake (~100 ms at 4 ranks here) and a first
+# example on cold caches (DTensor's sharding propagation cache is per process:
+# ~165 ms more at 4 ranks); idle gloo threads cost less, up to a point (each
+# group's transport loop wakes 100 times a second: with no ceiling at all, a
+# rank of the mesh-per-variable mutant held ~2000 threads and the run took 6x
+# the reference). `kdist-props leaks` sweeps the ceiling (README, "Leaky
+# targets"): 512 was the fastest for both leaky mutants, 64 the slowest.
+THREAD_CEILING = 512
+THREADS_PER_GLOO_GROUP = 3
+# The sweep's override: an integer, or `none` (never replace for leaks).
+CEILING_VARIABLE = "KDIST_THREAD_CEILING"
+NO_CEILING = "none"
+
+
+def thread_ceiling():
+    """The ceiling in force: CEILING_VARIABLE when set, else THREAD_CEILING."""
+    text = os.environ.get(CEILING_VARIABLE, "").strip().lower()
+    if not text:
+        return THREAD_CEILING
+    if text == NO_CEILING:
+        return NO_CEILING
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{CEILING_VARIABLE}={text!r}: give a number of threads or {NO_CEILING!r}") from None
 
 
 class PoolManager:
@@ -268,7 +299,11 @@ class PoolManager:
         self.startup_timeout_s = startup_timeout_s
         self.pools = {}
         self.respawns = []  # start-up seconds of pools that replaced a dead one
+        self.replacing_s = 0.0  # spent retiring pools (leaky or dead) and starting their replacements
+        self.replaced_pools = 0
+        self.first_starts_s = 0.0  # starting each world size's first pool
         self._retired_max_threads = 0
+        thread_ceiling()  # a malformed override is a configuration error now, not mid-run
         atexit.register(self.close_all)
 
     def get(self, world_size):
@@ -276,12 +311,15 @@ class PoolManager:
         pool = self.pools.get(world_size)
         if pool is not None and not pool.broken:
             return pool
-        replacing_dead = pool is not None
-        if replacing_dead:
-            self._retire(pool)
+        began = time.monotonic()
+        if pool is None:
+            pool = self._start(world_size)  # the first pool of the session starts the zygote too
+            self.first_starts_s += time.monotonic() - began
+            return pool
+        self._retire(pool)
         pool = self._start(world_size)
-        if replacing_dead:
-            self.respawns.append(pool.startup_s)
+        self.respawns.append(pool.startup_s)
+        self._replaced(began)
         return pool
 
     def replace_if(self, world_size, predicate):
@@ -291,11 +329,18 @@ class PoolManager:
         pool = self.pools.get(world_size)
         if pool is None or pool.broken or not predicate(pool):
             return False
+        began = time.monotonic()
         # Killed, not shut down in order: its ranks hold nothing anyone needs,
         # and destroying what a leaky target left costs more than the fork.
         self._retire(pool, orderly=False)
         self._start(world_size)
+        self._replaced(began)
         return True
+
+    def _replaced(self, began):
+        """A pool (dead, or holding too much) was replaced, starting at `began`."""
+        self.replaced_pools += 1
+        self.replacing_s += time.monotonic() - began
 
     def _start(self, world_size):
         if self.zygote is None:

@@ -9,6 +9,7 @@ from hypothesis import settings
 from kdist_props import contract
 from kdist_props.reporting import report
 from kdist_props.cluster import PoolManager
+from kdist_props.harness.costs import cost_line
 from kdist_props.properties.lifecycle import RANK_MODULES
 from kdist_props.targets import registry
 
@@ -62,8 +63,10 @@ def write_report(session):
     config = session.config
     facts = {**header(config), "baseline": str(session.baseline.path) if session.baseline.path else None,
              "respawned_pools": len(session.pools.respawns), **harness_facts(session),
+             "time": session.costs.split(session.pools),
              "examples_per_clause": session.builder.examples_per_clause(),
              "example_database": example_database_facts(session.database_entries_at_start)}
+    facts["cost"] = cost_line(facts["time"], facts["leaks"])
     if not session.builder.recorded:
         return []  # no property ran (e.g. only the suite's own tests)
     expected = [(c.id, ws) for c in contract.CLAUSES for ws in config.world_sizes]
@@ -73,6 +76,7 @@ def write_report(session):
     report.write(built, config.report_path, md_path)
     summary = report.summary_lines(built) + [f"report: {config.report_path} and {md_path}"]
     summary += [f"backend limitation (not a target bug): {line}" for line in facts["backend_limitations"]]
+    summary.append(facts["cost"])
     summary.append("examples per clause: " + ", ".join(
         f"{clause}={count}" for clause, count in facts["examples_per_clause"].items()))
     database = facts["example_database"]

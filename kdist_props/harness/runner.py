@@ -94,9 +94,10 @@ class Runner:
         before = pool.leaked()
         began = time.monotonic()
         try:
-            observations = pool.run(body, example, target=self.target, deadline_s=deadline, stateful=stateful,
-                                    starts_state=starts_state, agree=agree, clean_target=clean_target,
-                                    setup=prepare_target, deadline_name=deadline_name)
+            with session.costs.run(record.nodeid, cold=not pool.has_run):
+                observations = pool.run(body, example, target=self.target, deadline_s=deadline, stateful=stateful,
+                                        starts_state=starts_state, agree=agree, clean_target=clean_target,
+                                        setup=prepare_target, deadline_name=deadline_name)
         except RankHang:
             stats.hung(record)
             if long_wait:

@@ -15,6 +15,7 @@ from hypothesis import statistics
 from kdist_props.reporting import baselines, repro
 from kdist_props.harness import header, outcomes
 from kdist_props.harness.config import SessionConfig
+from kdist_props.harness.costs import CostLedger
 from kdist_props.harness.runner import Runner, TestRecord
 from kdist_props.harness.stats import HarnessStats
 from kdist_props.reporting.report import ENVIRONMENT_PARAM, ReportBuilder
@@ -28,6 +29,7 @@ class Session:
     pools: object  # cluster.PoolManager, or TorchrunPools
     current: TestRecord = None
     stats: HarnessStats = field(default_factory=HarnessStats)
+    costs: CostLedger = field(default_factory=CostLedger)  # where the session's time went
     builder: ReportBuilder = field(default_factory=ReportBuilder)
     caught: set = field(default_factory=set)  # mutants that failed a clause they break
     turns: dict = field(default_factory=dict)  # nodeid -> turns it got in a budget run

@@ -11,9 +11,10 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, distribute_tensor
 
+from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL
 from kdist_props.properties.gathers import full_tensor
-from kdist_props.contract.specs import MODEL_PARALLEL
-from kdist_props.targets.reference import ReferenceDistribution, ReferenceTarget, matmul_result_dtype
+from kdist_props.targets.reference import (ReferenceDistribution, ReferenceTarget, matmul_result_dtype,
+                                           torch_device_type_and_ranks)
 from kdist_props.targets.reference_models import ReferenceVariable
 
 
@@ -54,10 +55,39 @@ class MeshCacheIgnoresShape(ReferenceTarget):
 class MeshNoCache(ReferenceTarget):
     def to_backend_mesh(self, device_mesh):
         """A fresh torch DeviceMesh, with fresh process groups, on every call."""
-        devices = device_mesh.devices.flatten().tolist()
-        ranks = torch.tensor([int(d.split(":")[-1]) for d in devices]).reshape(tuple(device_mesh.shape))
-        return DeviceMesh(devices[0].split(":")[0].replace("gpu", "cuda"), ranks,
-                          mesh_dim_names=tuple(device_mesh.axis_names))
+        return DeviceMesh(*torch_device_type_and_ranks(device_mesh), mesh_dim_names=tuple(device_mesh.axis_names))
+
+
+class MeshPerVariable(ReferenceTarget):
+    """The worst leaker seen on a Keras branch: a torch DeviceMesh of its own
+    for every conversion, so for every variable laid out, with new process
+    groups on every dim (a 1-D world mesh too). Like Keras, it lays out every
+    model variable (DataParallel ones too, replicated) and the optimizer's
+    slot variables: 13 meshes for a two-layer model with biases, so 13 groups
+    on a 1-D mesh and 26 on a 2-D one. At world size 2 that branch left 4.4
+    groups and 13 threads per example. Results stay right; only mesh.reuse
+    sees the groups."""
+
+    SLOTS_PER_VARIABLE = 2  # Keras' Adam: a momentum and a velocity, laid out like their variable
+
+    def build_model(self, spec, distribution, device_mesh, initial):
+        if distribution.spec.kind == DATA_PARALLEL:  # the reference keeps these plain
+            for _ in initial:
+                self.to_backend_mesh(device_mesh)
+        return super().build_model(spec, distribution, device_mesh, initial)
+
+    def train(self, model, spec, x, y):
+        if model.optimizer is None:  # the optimizer's first step builds its slots
+            for _ in range(self.SLOTS_PER_VARIABLE * len(model.variables)):
+                self.to_backend_mesh(model.distribution.device_mesh)
+        return super().train(model, spec, x, y)
+
+    def to_backend_mesh(self, device_mesh):
+        device_type, ranks = torch_device_type_and_ranks(device_mesh)
+        # A backend named per dim: DeviceMesh then makes new groups instead of
+        # reusing the world group for a dim that spans every rank.
+        backend = ((torch.distributed.get_backend(), None),) * ranks.ndim
+        return DeviceMesh(device_type, ranks, mesh_dim_names=tuple(device_mesh.axis_names), backend_override=backend)
 
 
 class ParameterWrapsInt(ReferenceTarget):
@@ -346,6 +376,8 @@ MUTANTS = {
         Mutant("mesh-no-cache", MeshNoCache, ("mesh.reuse",), "every conversion builds new process groups"),
         Mutant("leaky-process-groups", LeakyProcessGroups, ("mesh.reuse",),
                "a new process group per mesh conversion, variable and training step (Keras master)"),
+        Mutant("mesh-per-variable", MeshPerVariable, ("mesh.reuse",),
+               "a new torch DeviceMesh, with new process groups, per variable laid out (a Keras branch)"),
         Mutant("matmul-hangs", MatmulHangsOnWideOperands, ("ops.matmul",),
                "ranks but 0 wait in a collective rank 0 skips, when the left operand is 3 wide or more"),
         Mutant("parameter-wraps-int", ParameterWrapsInt, ("variable.wrapping",), "every value becomes a Parameter"),

@@ -113,10 +113,7 @@ class ReferenceTarget(ReferenceBatchNorm, ReferenceMetrics, ReferenceInitializer
 
     @staticmethod
     def _build_mesh(device_mesh):
-        devices = device_mesh.devices.flatten().tolist()
-        device_type = devices[0].split(":")[0].replace("gpu", "cuda")
-        ranks = torch.tensor([int(d.split(":")[-1]) for d in devices]).reshape(tuple(device_mesh.shape))
-        return build_mesh(device_type, ranks, device_mesh.axis_names)
+        return build_mesh(*torch_device_type_and_ranks(device_mesh), device_mesh.axis_names)
 
     def _distribute(self, value, layout):
         mesh = self.to_backend_mesh(layout.device_mesh)
@@ -171,6 +168,13 @@ class ReferenceTarget(ReferenceBatchNorm, ReferenceMetrics, ReferenceInitializer
             mesh = other.device_mesh
             return DTensor.from_local(x, mesh, [Replicate()] * mesh.ndim, run_check=False)
         return x
+
+
+def torch_device_type_and_ranks(device_mesh):
+    """The torch device type of a Keras DeviceMesh and its ranks laid out in its shape."""
+    devices = device_mesh.devices.flatten().tolist()
+    device_type = devices[0].split(":")[0].replace("gpu", "cuda")
+    return device_type, torch.tensor([int(d.split(":")[-1]) for d in devices]).reshape(tuple(device_mesh.shape))
 
 
 def matmul_result_dtype(a, b):
