@@ -9,7 +9,7 @@ import time
 from kdist_props.cluster.agreement import disagreeing_ranks
 from kdist_props.cluster.errors import (ProtocolError, RankCrash, RankDesync, RankError, RankHang,
                                         check_observation_types)
-from kdist_props.cluster.messages import RunReply, RunRequest, recv
+from kdist_props.cluster.messages import RankUsage, RunReply, RunRequest, recv
 
 # After one rank raised, how long the others get to finish before the pool is
 # declared stuck (they may be waiting in a collective the failed rank skipped).
@@ -17,9 +17,10 @@ ERROR_GRACE_S = 2.0
 
 
 class Dispatcher:
-    """The run loop of a pool (pool.Pool, remote.RemotePool): it needs their
-    `world_size`, `conns` and `procs` by rank, `usage`, `max_threads`,
-    `broken`, `kill()` and `diagnostics`."""
+    """The run loop of a pool (pool.Pool, remote.RemotePool), and what the
+    ranks said they hold after their last run: it needs the pool's
+    `world_size`, `conns` and `procs` by rank, `usage`, `fresh`,
+    `max_threads`, `broken`, `kill()` and `diagnostics`."""
 
     _seq = 0
 
@@ -63,6 +64,21 @@ class Dispatcher:
                     {r: repr(obs) for r, obs in enumerate(observations)},
                 )
         return observations
+
+    @property
+    def has_run(self):
+        """Whether a body ran here yet: a fresh pool's first run meets cold caches."""
+        return self._seq > 0
+
+    def leaked(self):
+        """The most threads and process groups any rank held after its last run."""
+        return RankUsage(max(u.threads for u in self.usage.values()),
+                         max(u.process_groups for u in self.usage.values()))
+
+    def has_grown(self):
+        """Whether some rank holds more threads or groups than right after start-up."""
+        now = self.leaked()
+        return now.threads > self.fresh.threads or now.process_groups > self.fresh.process_groups
 
     def _dispatch(self, message, request, deadline_s, deadline_name):
         for conn in self.conns.values():

@@ -22,7 +22,7 @@ import time
 from kdist_props.cluster.diagnostics import LocalDiagnostics
 from kdist_props.cluster.dispatch import Dispatcher
 from kdist_props.cluster.errors import RankCrash, RankHang
-from kdist_props.cluster.messages import (SHUTDOWN, Fork, Hello, Ready, Reap, RankUsage, StoreAddress, Welcome,
+from kdist_props.cluster.messages import (SHUTDOWN, Fork, Hello, Ready, Reap, StoreAddress, Welcome,
                                           ZygoteReady, recv, send)
 from kdist_props.environment import ConfigError
 
@@ -224,21 +224,6 @@ class Pool(Dispatcher):
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         self.closed = True
-
-    @property
-    def has_run(self):
-        """Whether a body ran here yet: a fresh pool's first run meets cold caches."""
-        return self._seq > 0
-
-    def leaked(self):
-        """The most threads and process groups any rank held after its last run."""
-        return RankUsage(max(u.threads for u in self.usage.values()),
-                         max(u.process_groups for u in self.usage.values()))
-
-    def has_grown(self):
-        """Whether some rank holds more threads or groups than right after start-up."""
-        now = self.leaked()
-        return now.threads > self.fresh.threads or now.process_groups > self.fresh.process_groups
 
     def holds_too_much(self, headroom):
         """Whether a next run that adds up to `headroom` threads could take some
