@@ -1,7 +1,10 @@
-"""Whether two observations are the same, bit for bit (NaN equals NaN)."""
+"""Whether two observations are the same, bit for bit (NaN equals NaN), and
+whether the ranks agree."""
 
 import numpy as np
 import torch
+
+from kdist_props.cluster.errors import RankDesync
 
 
 def same(a, b):
@@ -29,3 +32,11 @@ def same(a, b):
 def disagreeing_ranks(observations):
     """Ranks whose observation differs from rank 0's (empty when all agree)."""
     return [r for r, obs in enumerate(observations) if not same(observations[0], obs)]
+
+
+def require_agreement(observations):
+    """Raise RankDesync unless every rank's observation is the same as rank 0's."""
+    differing = disagreeing_ranks(observations)
+    if differing:
+        raise RankDesync(f"ranks disagree: rank(s) {differing} returned something other than rank 0",
+                         {r: repr(observation) for r, observation in enumerate(observations)})

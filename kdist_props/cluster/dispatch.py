@@ -6,7 +6,7 @@ import multiprocessing.connection as mpc
 import pickle
 import time
 
-from kdist_props.cluster.agreement import disagreeing_ranks
+from kdist_props.cluster.agreement import require_agreement
 from kdist_props.cluster.errors import (ProtocolError, RankCrash, RankDesync, RankError, RankHang,
                                         check_observation_types)
 from kdist_props.cluster.messages import RankUsage, RunReply, RunRequest, recv
@@ -20,9 +20,7 @@ class Dispatcher:
     """The run loop of a pool (pool.Pool, remote.RemotePool), and what the
     ranks said they hold after their last run: it needs the pool's
     `world_size`, `conns` and `procs` by rank, `usage`, `fresh`,
-    `max_threads`, `broken`, `kill()` and `diagnostics`."""
-
-    _seq = 0
+    `max_threads`, `broken`, `kill()`, `diagnostics` and `_seq` (runs sent)."""
 
     def run(self, body, example, *, target=None, deadline_s, stateful=False, starts_state=False, agree=False,
             clean_target=False, setup=None, deadline_name="--kdist-deadline"):
@@ -57,12 +55,7 @@ class Dispatcher:
             raise
         check_observation_types(body, observations)
         if agree:
-            differing = disagreeing_ranks(observations)
-            if differing:
-                raise RankDesync(
-                    f"ranks disagree: rank(s) {differing} returned something other than rank 0",
-                    {r: repr(obs) for r, obs in enumerate(observations)},
-                )
+            require_agreement(observations)
         return observations
 
     @property
@@ -123,7 +116,7 @@ class Dispatcher:
                 details,
             )
         if raised:
-            raise RankError(f"rank(s) {sorted(raised)} of {self.world_size} raised", tracebacks, outcomes=raised)
+            raise RankError.of(raised, self.world_size)
         return [replies[r].value for r in range(self.world_size)]
 
     def _collect(self, ranks, deadline):

@@ -52,6 +52,12 @@ class RankFailure(Exception):
 class RankError(RankFailure):
     """One or more ranks raised; `outcomes` hold what each raised."""
 
+    @classmethod
+    def of(cls, raised, world_size):
+        """The error of the ranks in `raised` ({rank: RaisedOutcome}), the others having answered."""
+        return cls(f"rank(s) {sorted(raised)} of {world_size} raised",
+                   {r: outcome.traceback for r, outcome in raised.items()}, outcomes=raised)
+
 
 class RankHang(RankFailure):
     """The dispatch deadline passed; details hold each rank's stack dump."""

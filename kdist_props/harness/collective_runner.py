@@ -9,8 +9,8 @@ script bundles it.
 
 import torch.distributed as dist
 
-from kdist_props.cluster.agreement import disagreeing_ranks
-from kdist_props.cluster.errors import RankDesync, RankError
+from kdist_props.cluster.agreement import require_agreement
+from kdist_props.cluster.errors import RankError
 from kdist_props.cluster.messages import RunRequest
 from kdist_props.cluster.rank import RankContext, execute
 from kdist_props.properties.lifecycle import prepare_target
@@ -35,13 +35,10 @@ class CollectiveRunner:
         dist.all_gather_object(replies, execute(self.ctx, request))
         raised = {reply.rank: reply.value for reply in replies if not reply.ok}
         if raised:
-            raise RankError(f"rank(s) {sorted(raised)} of {self.world_size} raised",
-                            {r: outcome.traceback for r, outcome in raised.items()}, outcomes=raised)
+            raise RankError.of(raised, self.world_size)
         observations = [reply.value for reply in replies]
-        differing = disagreeing_ranks(observations) if agree else []
-        if differing:
-            raise RankDesync(f"ranks disagree: rank(s) {differing} returned something other than rank 0",
-                             {r: repr(observation) for r, observation in enumerate(observations)})
+        if agree:
+            require_agreement(observations)
         return observations
 
     def incompatible(self, what):
