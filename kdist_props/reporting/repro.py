@@ -27,6 +27,7 @@ import pytest
 
 import kdist_props
 from kdist_props.contract import specs
+from kdist_props.harness.runner import is_final_replay
 
 PACKAGE_ROOT = Path(kdist_props.__file__).resolve().parent
 # What a bundled module may import besides the standard library and itself.
@@ -67,16 +68,6 @@ class Recording:
         if finals or not self.cases:
             return finals
         return [self.cases[-1].draws]
-
-
-def is_final_replay():
-    from hypothesis.control import current_build_context
-    from hypothesis.errors import InvalidArgument
-
-    try:
-        return current_build_context().is_final
-    except InvalidArgument:
-        return False
 
 
 _active = []  # the Recording that DataObject.draw feeds, while a test runs
