@@ -52,7 +52,7 @@ def sources(draw, mesh, tensor, allowed):
 def distribute_examples(draw, world_size, kinds):
     """tensor.inputs: an input of one of `kinds`, to a drawn layout (a
     distributed input's own layout may equal it or not)."""
-    mesh = draw(meshes(world_size, identity_order=True), label="mesh")
+    mesh = draw(meshes(world_size), label="mesh")
     tensor, axes = draw(laid_out_tensors(mesh), label="tensor")
     return DistributeExample(mesh, draw(sources(mesh, tensor, kinds), label="input"), axes)
 
@@ -66,7 +66,7 @@ def unchanged_examples(draw, world_size, assign):
     value on one axis and replicates it on another. Assigned values always
     differ by rank: only then does a write into them show, and assign has no
     other question for values that agree (variable.assign asks those)."""
-    mesh = draw(meshes(world_size, min_ndim=2 if assign else 1, identity_order=True), label="mesh")
+    mesh = draw(meshes(world_size, min_ndim=2 if assign else 1), label="mesh")
     tensor, axes = draw(laid_out_tensors(mesh), label="tensor")
     # Non-leaf inputs are tensor.inputs' own: a target that refuses them must not hide a write into the others.
     kinds = [kind for kind in PLAIN_SOURCE_KINDS if kind != "non-leaf"]
@@ -96,7 +96,7 @@ def explicit_variable_examples(draw, world_size):
     """A variable with an explicit layout, made with no distribution or under
     DataParallel / ModelParallel, from a tensor, numpy or a DTensor (of its
     layout or another); then assignments; then matmul where it is 1-D or 2-D."""
-    mesh = draw(meshes(world_size, identity_order=True), label="mesh")
+    mesh = draw(meshes(world_size), label="mesh")
     variable = draw(variable_specs(mesh), label="variable")
     variable = replace(variable, preassigned=draw(layouts(mesh, variable.rank), label="explicit layout"),
                        trainable=variable.trainable and variable.dtype in FLOAT + COMPLEX)

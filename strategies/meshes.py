@@ -23,22 +23,23 @@ def factorizations(n, ndim):
     return [(d, *rest) for d in range(1, n + 1) if n % d == 0 for rest in factorizations(n // d, ndim - 1)]
 
 
+def device_orders(world_size):
+    """The ranks in any order, shrinking to rank order."""
+    return st.permutations(range(world_size)).map(tuple)
+
+
 def axis_names(ndim):
     return st.lists(axis_name, min_size=ndim, max_size=ndim, unique=True).map(tuple)
 
 
 @st.composite
-def meshes(draw, world_size, min_ndim=1, max_ndim=3, identity_order=False):
-    """identity_order=True keeps ranks ascending along every mesh dim: torch
-    2.13 DTensor collectives (full_tensor, matmul reductions) gather in
-    global-rank order and give wrong values on permuted meshes, so clauses
-    whose observation needs a collective draw only these."""
+def meshes(draw, world_size, min_ndim=1, max_ndim=3):
+    """A mesh of any shape over every rank, its devices in any order (users
+    list devices as they like; rank order is the shrink target)."""
     ndim = draw(st.integers(min_ndim, max_ndim), label="mesh ndim")
     shape = draw(st.sampled_from(factorizations(world_size, ndim)), label="mesh shape")
     names = draw(axis_names(ndim), label="mesh axis names")
-    ranks = tuple(range(world_size))
-    if not identity_order:
-        ranks = tuple(draw(st.permutations(ranks), label="device order"))
+    ranks = draw(device_orders(world_size), label="device order")
     assert math.prod(shape) == world_size
     return MeshSpec(shape=tuple(shape), axis_names=names, ranks=ranks)
 

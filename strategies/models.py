@@ -3,7 +3,7 @@
 from hypothesis import strategies as st
 
 from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL, DistributionSpec, MeshSpec, ModelSpec, TrainSpec
-from kdist_props.strategies.meshes import factorizations
+from kdist_props.strategies.meshes import device_orders, factorizations
 from kdist_props.strategies.tensors import seeds
 
 ACTIVATIONS = ("linear", "relu", "tanh")
@@ -43,7 +43,8 @@ def model_distributions(draw, world_size, model, kind=None, every_factorisation=
         shapes = [(world_size,), *shapes] if every_factorisation else [(world_size,)]
     shape = draw(st.sampled_from(shapes), label="mesh shape")
     # DataParallel batches over the mesh's first axis (as Keras does).
-    mesh = MeshSpec(shape=shape, axis_names=("batch", "model")[:len(shape)], ranks=tuple(range(world_size)))
+    mesh = MeshSpec(shape=shape, axis_names=("batch", "model")[:len(shape)],
+                    ranks=draw(device_orders(world_size), label="device order"))
     if kind == DATA_PARALLEL:
         return DistributionSpec(kind=kind, mesh=mesh, batch_dim_name="batch")
     layout_map = []

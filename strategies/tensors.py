@@ -50,12 +50,12 @@ def variable_specs(draw, mesh, min_rank=0, max_rank=4, allowed_dtypes=ALL):
 
 @st.composite
 def standalone_variables(draw, world_size, trainable_ints=True, **variable_options):
-    """A VariableExample on a mesh in rank order (reads gather): laid out by an
+    """A VariableExample on a mesh in any device order: laid out by an
     explicit layout, a LayoutMap entry, or neither. trainable_ints=False makes
     int and bool variables non-trainable, for clauses about something else:
     Keras on torch cannot create a trainable int variable (variable.wrapping's
     bug), which would hide every other check."""
-    mesh = draw(meshes(world_size, identity_order=True), label="mesh")
+    mesh = draw(meshes(world_size), label="mesh")
     variable = draw(variable_specs(mesh, **variable_options), label="variable")
     if not trainable_ints and variable.dtype not in FLOAT + COMPLEX:
         variable = replace(variable, trainable=False)
@@ -114,7 +114,7 @@ def operands(draw, mesh, shape, dtype, distributed):
 @st.composite
 def matmul_cases(draw, world_size):
     """(mesh, kind, a, b): each operand plain or a DTensor with drawn placements, in both orders."""
-    mesh = draw(meshes(world_size, identity_order=True), label="mesh")
+    mesh = draw(meshes(world_size), label="mesh")
     kind, a_shape, b_shape = draw(matmul_shapes(), label="shapes")
     dtype_a = draw(dtypes(MATMUL), label="dtype a")
     dtype_b = draw(st.just(dtype_a) | dtypes(MATMUL), label="dtype b")

@@ -26,7 +26,7 @@ CLAUSES = (
     Clause("mesh.reuse", "A", "converting an equal mesh configuration again creates no new process group"),
     Clause("tensor.storage", "A", "distribute_tensor holds exactly the torch.chunk shard of x on each rank; the full "
            "tensor equals x bit for bit"),
-    Clause("data.input", "A", "distribute_data_input of per-rank batches gives their concatenation in rank order"),
+    Clause("data.input", "A", "distribute_data_input of per-rank batches gives their concatenation in mesh order"),
     Clause("ops.matmul", "A", "matmul of any DTensor/plain mix equals torch.matmul of the full operands, with Keras' "
            "result dtype, and never raises 'mixed torch.Tensor and DTensor'"),
     Clause("tensor.inputs", "A", "distribute_tensor of a plain tensor (leaf or not, contiguous or not), a numpy "

@@ -29,6 +29,21 @@ class MeshSpec:
     def axis_size(self, name):
         return self.shape[self.axis_names.index(name)]
 
+    @property
+    def in_rank_order(self):
+        return list(self.ranks) == sorted(self.ranks)
+
+
+def meshes_in(value):
+    """Every MeshSpec inside an example (dataclass fields, tuples, lists), in order."""
+    if isinstance(value, MeshSpec):
+        return [value]
+    if hasattr(value, "__dataclass_fields__"):
+        return [m for name in value.__dataclass_fields__ for m in meshes_in(getattr(value, name))]
+    if isinstance(value, (tuple, list)):
+        return [m for item in value for m in meshes_in(item)]
+    return []
+
 
 @dataclass(frozen=True)
 class DistributionSpec:

@@ -48,6 +48,17 @@ def run_pytest(args, targets):
         raise SystemExit(f"pytest exited with {code}; see {log_path}")
 
 
+def reference_failure_text(log_path, limit=20000):
+    """The reference's failure sections of pytest's log (tracebacks, rank log
+    tails, stack dumps), for people: the verdict came from the report."""
+    with open(log_path) as log:
+        text = log.read()
+    # pytest heads each failure with a line of underscores around the test's name.
+    sections = re.split(r"(?m)^(?=_{3,} \S.* _{3,}$)", text)
+    kept = [s for s in sections if re.match(r"_{3,} \S*\[reference-", s)]
+    return "".join(kept)[-limit:]
+
+
 def counterexample(text):
     """The labelled draws of Hypothesis' shrunk example (or its steps), on one line."""
     if not text:
@@ -102,6 +113,8 @@ def main(argv=None):
           + "".join(f"\n  FAIL {c['clause']} w{c['world_size']}: {report.first_line(c['reason'] or '')}"
                     for c in reference_bad)
           + (f"; {len(tier_a_not_run)} cells with no property yet" if tier_a_not_run else ""))
+    if reference_bad:  # CI keeps only this printout: show what the ranks said
+        sys.stdout.write(reference_failure_text(os.path.splitext(args.report)[0] + ".log"))
     rows, caught = score(results, names)
     header = ("mutant", "caught by", "examples to 1st failure", "shrunk counterexample")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(3)]

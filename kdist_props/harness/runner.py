@@ -2,7 +2,7 @@
 deadline and leak policies, and turn a target's verdicts into skips."""
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hypothesis import reject
 
@@ -38,6 +38,7 @@ class TestRecord:
     short_waits: int = 0  # examples that hung under the short deadline
     most_threads_added: int = 0  # by one run of this test (a stateful program counts as one)
     program_threads_added: int = 0  # by the stateful program under way
+    final_examples: list = field(default_factory=list)  # run while Hypothesis replayed a failure to report it
 
     def headroom(self):
         """Threads the next run may add, for the pool's replacement rule (cluster/pool.py):
@@ -86,6 +87,8 @@ class Runner:
         session, stats = self.session, self.session.stats
         record = session.current or TestRecord("", self.target, self.world_size, None, clean_target=False)
         record.examples += 1
+        if is_final_replay():
+            record.final_examples.append(example)
         if starts_state or not stateful:  # no rank state must survive this run
             self.replace_pool_if(lambda p: p.holds_too_much(record.headroom()))
         pool = session.pools.get(self.world_size)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import statistics
 
 from kdist_props.reporting import baselines, repro
-from kdist_props.harness import header, outcomes
+from kdist_props.harness import header, outcomes, torch_bugs
 from kdist_props.harness.config import SessionConfig
 from kdist_props.harness.costs import CostLedger
 from kdist_props.harness.runner import Runner, TestRecord
@@ -112,9 +112,11 @@ class Session:
                 test=item.nodeid, outcome=outcome, workaround=probe.kwargs.get("workaround"),
                 reason=reason or (failures[0][0] if failures else None))
             return
+        record = self.current if self.current and self.current.nodeid == item.nodeid else None
+        bugs = torch_bugs.bugs_met(record.final_examples) if record else {}
+        failures = [(torch_bugs.annotated(why, bugs), example) for why, example in failures]
         if outcome == "xfailed":
             outcome, reason = self.check_known_reason(item, rep, clause, world_size, failures, reason)
-        record = self.current if self.current and self.current.nodeid == item.nodeid else None
         if rep.when == "call" and outcome in ("failed", "xfailed"):  # known failures get repros too
             self.write_repro(item, rep, target, clause, world_size, failures)
         if outcome == "failed":

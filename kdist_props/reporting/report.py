@@ -292,7 +292,7 @@ def _environment_lines(environment: list[dict]) -> list[str]:
         version = runs[0]["torch_version"]
         if by_status["present"]:
             lines.append(f"environment: torch bug {probe} present at {sizes['present']} (torch {version}); "
-                         "not counted against any target")
+                         "a target's failures that meet it name it")
         if by_status["absent"]:
             lines.append(f"  ENVIRONMENT CHANGED: torch bug {probe} ABSENT at {sizes['absent']} "
                          f"(torch {version}): {first_line(by_status['absent'][0]['detail'])}")

@@ -13,6 +13,7 @@ from torch.distributed.tensor import DTensor, Replicate, distribute_tensor
 
 from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL
 from kdist_props.properties.gathers import full_tensor
+from kdist_props.properties.torch_mesh import fresh_mesh
 from kdist_props.targets.reference import (ReferenceDistribution, ReferenceTarget, matmul_result_dtype,
                                            torch_device_type_and_ranks)
 from kdist_props.targets.reference_models import ReferenceVariable
@@ -52,10 +53,21 @@ class MeshCacheIgnoresShape(ReferenceTarget):
         return (tuple(device_mesh.axis_names), tuple(device_mesh.devices.flatten().tolist()))
 
 
+class MeshGroupsInRankOrder(ReferenceTarget):
+    """torch's own DeviceMesh construction, as Keras' torch backend does it: each
+    dim's groups are built with their ranks sorted, so on a mesh whose devices
+    are not in rank order gathers concatenate in rank order (wrong values)."""
+
+    @staticmethod
+    def _build_mesh(device_mesh):
+        device_type, ranks = torch_device_type_and_ranks(device_mesh)
+        return DeviceMesh(device_type, ranks, mesh_dim_names=tuple(device_mesh.axis_names))
+
+
 class MeshNoCache(ReferenceTarget):
     def to_backend_mesh(self, device_mesh):
         """A fresh torch DeviceMesh, with fresh process groups, on every call."""
-        return DeviceMesh(*torch_device_type_and_ranks(device_mesh), mesh_dim_names=tuple(device_mesh.axis_names))
+        return fresh_mesh(*torch_device_type_and_ranks(device_mesh), device_mesh.axis_names)
 
 
 class MeshPerVariable(ReferenceTarget):
@@ -83,11 +95,7 @@ class MeshPerVariable(ReferenceTarget):
         return super().train(model, spec, x, y)
 
     def to_backend_mesh(self, device_mesh):
-        device_type, ranks = torch_device_type_and_ranks(device_mesh)
-        # A backend named per dim: DeviceMesh then makes new groups instead of
-        # reusing the world group for a dim that spans every rank.
-        backend = ((torch.distributed.get_backend(), None),) * ranks.ndim
-        return DeviceMesh(device_type, ranks, mesh_dim_names=tuple(device_mesh.axis_names), backend_override=backend)
+        return fresh_mesh(*torch_device_type_and_ranks(device_mesh), device_mesh.axis_names)
 
 
 class ParameterWrapsInt(ReferenceTarget):
@@ -373,6 +381,8 @@ MUTANTS = {
                "backend mesh cache keyed on shape and devices"),
         Mutant("mesh-cache-ignores-shape", MeshCacheIgnoresShape, ("mesh.identity",),
                "backend mesh cache keyed on axis names and devices"),
+        Mutant("mesh-groups-in-rank-order", MeshGroupsInRankOrder, ("tensor.storage", "train.equivalence"),
+               "torch DeviceMesh(device_type, ranks): groups sorted by rank, not in mesh order"),
         Mutant("mesh-no-cache", MeshNoCache, ("mesh.reuse",), "every conversion builds new process groups"),
         Mutant("leaky-process-groups", LeakyProcessGroups, ("mesh.reuse",),
                "a new process group per mesh conversion, variable and training step (Keras master)"),

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kdist_props.contract import oracles
+from kdist_props.harness import torch_bugs
 from kdist_props.properties import environment
 from kdist_props.reporting.report import ENVIRONMENT_PARAM
 from kdist_props.contract.specs import MeshSpec, PermutedGatherExample, TensorSpec
@@ -36,13 +37,13 @@ def kdist_environment(request):
     return EnvironmentProbe(request.config.kdist, request.param)
 
 
-@pytest.mark.environment("torch-permuted-mesh-gather",
-                         workaround="clauses whose observation gathers draw meshes in rank order; tensor.storage "
-                                    "compares full tensors only on such meshes")
+@pytest.mark.environment(torch_bugs.PERMUTED_MESH_GATHER,
+                         workaround="the harness and the reference build mesh groups in mesh order "
+                                    "(properties/torch_mesh.py); failures on such meshes name this probe")
 def test_full_tensor_of_a_permuted_mesh(kdist_environment):
-    """torch 2.13: full_tensor() of a DTensor on a mesh whose devices are not
-    in rank order concatenates the shards in rank order (process groups built
-    from a permuted rank list are created sorted: an open PyTorch issue)."""
+    """torch 2.13: full_tensor() of a DTensor on a DeviceMesh(device_type, ranks)
+    whose devices are not in rank order concatenates the shards in rank order
+    (DeviceMesh builds each dim's process group with its ranks sorted)."""
     world_size = kdist_environment.world_size
     if world_size < 2:
         pytest.skip("a permuted mesh needs at least 2 ranks")

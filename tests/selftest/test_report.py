@@ -251,7 +251,7 @@ def test_environment_probes_are_apart_from_cells():
     assert report["environment"][1]["detail"] == "present detail"
     assert summary_lines(report)[1:] == [
         "environment: torch bug torch-permuted-mesh-gather present at w2, w4 (torch 2.13.0); "
-        "not counted against any target"]
+        "a target's failures that meet it name it"]
     assert "| `torch-permuted-mesh-gather` | w2 | present | 2.13.0 | present detail |" in to_markdown(report)
 
 
@@ -369,3 +369,30 @@ def test_session_report_keeps_failures_incompatible_and_baseline_match(tmp_path)
     assert (cells["variable.assign"]["status"], cells["variable.assign"]["reason"]) == (
         "fail", "AssertionError: assign lost the layout")
     assert "FAILED test_session.py::test_new_reason[w1]" in result.stdout
+
+
+def test_a_failure_on_a_permuted_mesh_names_the_torch_bug_probe():
+    from kdist_props.contract.specs import DistributionSpec, MeshSpec
+    from kdist_props.harness import torch_bugs
+
+    permuted = DistributionSpec("DataParallel", MeshSpec((2, 1), ("batch", "model"), (1, 0)))
+    in_order = DistributionSpec("DataParallel", MeshSpec((2,), ("batch",), (0, 1)))
+    assert torch_bugs.bugs_met([in_order]) == {}, "a mesh in rank order meets no torch bug"
+    bugs = torch_bugs.bugs_met([in_order, (permuted,)])
+    assert list(bugs) == [torch_bugs.PERMUTED_MESH_GATHER], f"expected the permuted-mesh probe, got {bugs}"
+    reason = torch_bugs.annotated("AssertionError: wrong", bugs)
+    assert reason.startswith("AssertionError: wrong") and "environment probe torch-permuted-mesh-gather" in reason \
+        and "(1, 0)" in reason, f"expected the reason first, then the probe id and the ranks; got {reason!r}"
+    assert torch_bugs.annotated("AssertionError: wrong", {}) == "AssertionError: wrong"
+
+
+def test_mutants_prints_the_reference_failures_from_pytests_log(tmp_path):
+    from kdist_props.harness.mutation import reference_failure_text
+
+    log = tmp_path / "mutants.log"
+    log.write_text("collected\n=== FAILURES ===\n"
+                   "_____ test_x[mutant:foo-w2] _____\nfoo's failure\n"
+                   "_____ test_y[reference-w2-fit] _____\nrank 1 killed by SIGABRT\nlog tail:\nterminate called\n")
+    text = reference_failure_text(log)
+    assert "terminate called" in text and "foo's failure" not in text, \
+        f"expected the reference's section (with the rank's log tail) and no mutant's; got {text!r}"
