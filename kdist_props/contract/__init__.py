@@ -56,7 +56,7 @@ CLAUSES = (
     Clause("train.batch-norm", "B", "a fit step of BatchNormalization under DataParallel leaves on every rank the "
            "moving statistics of single-process training on the global batch"),
     Clause("eval.count-metrics", "B", "evaluate under a distribution reports a count metric (TruePositives) of the "
-           "global batch, as single-process evaluate does"),
+           "global batch, as single-process evaluate does, logged as a Python float"),
     Clause("ops.scope", "B", "under a ModelParallel scope, keras.ops.matmul of a plain input with a sharded variable "
            "equals the single-process result"),
 )

@@ -82,12 +82,12 @@ def count_model(features):
 
 
 def evaluate_true_positives(model, x, y):
-    """What evaluate reports for TruePositives on (x, y) in one batch."""
+    """What evaluate's logs hold for TruePositives on (x, y) in one batch (as they hold it)."""
     model.compile(loss="mse", metrics=[keras.metrics.TruePositives(name="tp")])
-    return float(model.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)["tp"])
+    return model.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)["tp"]
 
 
 def single_process_true_positives(features, x, y):
     """The oracle of eval.count-metrics: the same program on the global batch in this process, no distribution."""
     assert keras.distribution.distribution() is None, "the single-process oracle must run with no distribution"
-    return evaluate_true_positives(count_model(features), x.numpy(), y.numpy())
+    return float(evaluate_true_positives(count_model(features), x.numpy(), y.numpy()))

@@ -410,7 +410,8 @@ class CountMetricExample:
 
 @dataclass(frozen=True)
 class CountMetricObservation:
-    true_positives: float  # what evaluate reported
+    true_positives: float  # what evaluate reported, as a float
+    logged_type: str  # the type of the value in evaluate's logs, qualified by its module
 
 # == chapter: training (train.equivalence, optimizer.iterations) ==
 

@@ -190,6 +190,11 @@ class DpNoGradSync(ReferenceTarget):
         return grads  # each rank steps on its own slice's gradient
 
 
+class CountLoggedAsTensor(ReferenceTarget):
+    def evaluate_true_positives(self, distribution, x, y):
+        return torch.tensor(super().evaluate_true_positives(distribution, x, y))  # logs left as tensors
+
+
 class DpRank0Batch(ReferenceTarget):
     def train(self, model, spec, x, y):
         x, y = x.clone(), y.clone()
@@ -383,6 +388,8 @@ MUTANTS = {
                "backend mesh cache keyed on axis names and devices"),
         Mutant("mesh-groups-in-rank-order", MeshGroupsInRankOrder, ("tensor.storage", "train.equivalence"),
                "torch DeviceMesh(device_type, ranks): groups sorted by rank, not in mesh order"),
+        Mutant("count-logged-as-tensor", CountLoggedAsTensor, ("eval.count-metrics",),
+               "evaluate's logs hold tensors, not Python floats"),
         Mutant("mesh-no-cache", MeshNoCache, ("mesh.reuse",), "every conversion builds new process groups"),
         Mutant("leaky-process-groups", LeakyProcessGroups, ("mesh.reuse",),
                "a new process group per mesh conversion, variable and training step (Keras master)"),
