@@ -15,8 +15,8 @@ ENTRIES = ("fit", "train_on_batch")
 
 
 @st.composite
-def model_specs(draw, max_layers=3):
-    layers = draw(st.integers(1, max_layers), label="layers")
+def model_specs(draw, min_layers=1, max_layers=3):
+    layers = draw(st.integers(min_layers, max_layers), label="layers")
     # Size-1 and small odd widths land on uneven shards of the model axis.
     widths = tuple(draw(st.lists(st.integers(1, 6), min_size=layers + 1, max_size=layers + 1), label="widths"))
     return ModelSpec(
@@ -55,11 +55,17 @@ def model_distributions(draw, world_size, model, kind=None, every_factorisation=
 
 
 @st.composite
-def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=True):
+def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=True, freeze=False):
     """A training run; `entry` fixes the entry point (fit or train_on_batch) and
     `kind` the distribution (DataParallel or ModelParallel), else they are
-    drawn; every_factorisation as model_distributions takes it."""
-    model = draw(model_specs(), label="model")
+    drawn; every_factorisation as model_distributions takes it. freeze=True
+    freezes some layers (never all) once the model is built."""
+    model = draw(model_specs(min_layers=2 if freeze else 1), label="model")
+    frozen = ()
+    if freeze:
+        layers = range(len(model.activations))
+        frozen = tuple(sorted(draw(st.sets(st.sampled_from(layers), min_size=1, max_size=len(layers) - 1),
+                                   label="frozen layers")))
     distribution = draw(model_distributions(world_size, model, kind, every_factorisation), label="distribution")
     per_slice = draw(st.integers(1, 3), label="per-slice batch")
     optimizer = draw(st.sampled_from(OPTIMIZERS), label="optimizer")
@@ -75,4 +81,5 @@ def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=Tru
         global_batch=per_slice * distribution.mesh.axis_size(distribution.batch_dim_name),
         entry=entry or draw(st.sampled_from(ENTRIES), label="entry point"),
         data_seed=draw(seeds, label="data seed"),
+        frozen=frozen,
     )

@@ -125,6 +125,16 @@ class TrainSpec:
     global_batch: int
     entry: str
     data_seed: int = 0
+    frozen: tuple = ()  # Dense layers (indices) set `trainable = False` after the model is built
+
+    def is_frozen(self, path):
+        """Whether the variable at `path` belongs to a frozen layer."""
+        return layer_of(path) in self.frozen
+
+
+def layer_of(path):
+    """The Dense layer index i of a model variable's path d<i>/<name>."""
+    return int(path.split("/")[0].removeprefix("d"))
 
 
 # Per-chapter example and observation types: what the driver sends to every

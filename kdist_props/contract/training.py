@@ -117,7 +117,8 @@ class ExpectedTraining:
 
 
 def train(spec):
-    """Single-process training on the global batch, exact, with float32 error bounds."""
+    """Single-process training on the global batch, exact, with float32 error
+    bounds; the variables of frozen layers keep their values."""
     if spec.optimizer == "adam" and spec.steps > 1:
         # After a first step that rounding could flip (|g| within its error bound
         # of 0), a weight is uncertain by ~lr, and every later gradient with it:
@@ -130,7 +131,8 @@ def train(spec):
     for _ in range(spec.steps):
         loss, grads = loss_and_gradients(spec.model, weights, x, y)
         losses.append(loss)
-        weights = {path: eb.sub(w, update(spec, grads[path])) for path, w in weights.items()}
+        weights = {path: w if spec.is_frozen(path) else eb.sub(w, update(spec, grads[path]))
+                   for path, w in weights.items()}
     return ExpectedTraining(tuple(losses), weights, initial)
 
 

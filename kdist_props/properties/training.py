@@ -9,6 +9,8 @@ def train(ctx, example: TrainExample) -> TrainObservation:
     """k steps of this rank's batch through the entry point; every variable read before and after."""
     spec = example.train
     model = built_model(ctx, spec.model, spec.distribution)
+    if spec.frozen:
+        ctx.target.freeze_layers(model, spec.frozen)
     initial = variable_values(ctx, model)
     x, y = training.rank_batch(spec, ctx.rank)
     losses = ctx.target.train(model, spec, x, y)

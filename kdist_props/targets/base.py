@@ -162,6 +162,10 @@ class Target:
         batch; returns the loss of every step."""
         raise NotImplementedError
 
+    def freeze_layers(self, model, layers):
+        """Set `trainable = False` on the Dense layers d<i> of a built model, i in `layers`."""
+        raise NotImplementedError
+
     def iterations(self, model):
         """The optimizer's iterations variable after training."""
         raise NotImplementedError

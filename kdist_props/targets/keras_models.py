@@ -108,6 +108,10 @@ class KerasModels:
             # With a metric compiled, train_on_batch returns [loss, metric].
             return [float(model.train_on_batch(x, y)[0]) for _ in range(spec.steps)]
 
+    def freeze_layers(self, model, layers):
+        for i in layers:
+            model.get_layer(f"d{i}").trainable = False
+
     def iterations(self, model):
         return model.optimizer.iterations
 

@@ -195,6 +195,11 @@ class CountLoggedAsTensor(ReferenceTarget):
         return torch.tensor(super().evaluate_true_positives(distribution, x, y))  # logs left as tensors
 
 
+class FreezeIgnored(ReferenceTarget):
+    def freeze_layers(self, model, layers):
+        pass  # trainable = False set after building never reaches the trainer
+
+
 class DpRank0Batch(ReferenceTarget):
     def train(self, model, spec, x, y):
         x, y = x.clone(), y.clone()
@@ -420,6 +425,8 @@ MUTANTS = {
                "get_weights lists one variable fewer than the model has"),
         Mutant("assign-int-fails", AssignIntFails, ("variable.assign",), "assigning to an int or bool variable raises"),
         Mutant("iterations-float", IterationsFloat, ("optimizer.iterations",), "iterations is a float"),
+        Mutant("freeze-ignored", FreezeIgnored, ("train.equivalence",),
+               "layers frozen after the model is built still train"),
         Mutant("grad-missing-bias", GradMissingBias, ("train.equivalence",), "biases get no gradient"),
         Mutant("explicit-layout-needs-scope", ExplicitLayoutNeedsScope, ("variable.explicit-layout",),
                "keras.Variable(..., layout=...) outside a distribution scope is a plain whole value"),

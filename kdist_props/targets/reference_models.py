@@ -14,7 +14,7 @@ from torch.distributed.tensor import DTensor, Replicate, Shard
 
 from kdist_props.contract import training
 from kdist_props.properties.gathers import full_tensor, replicated
-from kdist_props.contract.specs import DATA_PARALLEL
+from kdist_props.contract.specs import DATA_PARALLEL, layer_of
 
 
 class ReferenceVariable:
@@ -100,6 +100,11 @@ class ReferenceModels:
             new = self._distribute(new, variable.layout).to_local()
             old = old.to_local()
         old.copy_(new)
+
+    def freeze_layers(self, model, layers):
+        for variable in model.variables:
+            if layer_of(variable.path) in layers:
+                variable.trainable = False
 
     def train(self, model, spec, x, y):
         if model.optimizer is None:

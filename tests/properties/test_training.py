@@ -27,13 +27,13 @@ PER_DISTRIBUTION = settings(settings.default, max_examples=max(1, settings.defau
 each_run = pytest.mark.parametrize("entry, kind", [(e, k) for e in ENTRIES for k in (DATA_PARALLEL, MODEL_PARALLEL)])
 
 
-def trained(kdist, data, entry=None, kind=None, every_factorisation=False):
+def trained(kdist, data, entry=None, kind=None, every_factorisation=False, freeze=False):
     """(example, what the oracle expects, observations by rank) of one drawn
     training run. Most tests keep to the meshes of (world,) DataParallel and
     (1, world) ModelParallel, so that each fact keeps its own verdict on a
     Keras that breaks other meshes (3.15.1: see its baseline);
     test_final_weights_on_every_mesh_factorisation draws the rest."""
-    spec = train_specs(kdist.world_size, entry, kind, every_factorisation)
+    spec = train_specs(kdist.world_size, entry, kind, every_factorisation, freeze)
     example = TrainExample(train=data.draw(spec, label="training"))
     return example, training.train(example.train), kdist.run(bodies.train, example)
 
@@ -74,6 +74,17 @@ def test_final_weights_on_every_mesh_factorisation(kdist, kind, data):
     every rank feeds the slice of its batch-axis position. One test per
     distribution, so that a DataParallel bug cannot hide a ModelParallel one."""
     assert_final_weights(*trained(kdist, data, "fit", kind, every_factorisation=True))
+
+
+@pytest.mark.clause("train.equivalence")
+@pytest.mark.parametrize("kind", (DATA_PARALLEL, MODEL_PARALLEL))
+@PER_DISTRIBUTION
+@given(data=st.data())
+def test_frozen_layers_keep_their_weights_and_the_others_train(kdist, kind, data):
+    """`layer.trainable = False` on some layers of a built model, then fit: the
+    frozen layers' variables keep their values exactly, the others train to the
+    single-process weights of the same freeze."""
+    assert_final_weights(*trained(kdist, data, "fit", kind, freeze=True))
 
 
 def assert_final_weights(example, expected, observations):
