@@ -130,7 +130,8 @@ def shown(value):
     if plain.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16; both widen exactly
         plain = plain.float()
     text = np.array2string(plain.numpy(), floatmode="unique", separator=", ", threshold=64)
-    return f"tensor({text}, dtype={value.dtype})"
+    # One line (rows joined): a failure's reason is the message's first line.
+    return f"tensor({' '.join(text.split())}, dtype={value.dtype})"
 
 
 def difference(expected, actual):

@@ -396,3 +396,13 @@ def test_mutants_prints_the_reference_failures_from_pytests_log(tmp_path):
     text = reference_failure_text(log)
     assert "terminate called" in text and "foo's failure" not in text, \
         f"expected the reference's section (with the rank's log tail) and no mutant's; got {text!r}"
+
+
+def test_a_mismatch_of_a_matrix_is_one_reason_line():
+    import torch
+
+    from kdist_props.contract.oracles import describe_mismatch
+
+    message = describe_mismatch("d0/kernel", torch.tensor([[0.5], [1.0]]), torch.tensor([[0.5], [0.0]]), "example")
+    assert "\n" not in message and "[[0.5], [0. ]]" in message, \
+        f"expected the whole mismatch on one line (a reason is the message's first line); got {message!r}"
