@@ -84,6 +84,6 @@ def near_twins(draw, config, world_size, device_types):
         others = [s for s in factorizations(world_size, len(mesh.shape)) if s != mesh.shape]
         mesh = dataclasses.replace(mesh, shape=draw(st.sampled_from(others), label="mesh shape"))
     else:
-        order = st.permutations(mesh.ranks).map(tuple).filter(lambda ranks: ranks != mesh.ranks)
+        order = device_orders(world_size).filter(lambda ranks: ranks != mesh.ranks)
         mesh = dataclasses.replace(mesh, ranks=draw(order, label="device order"))
     return dataclasses.replace(config, mesh=mesh)

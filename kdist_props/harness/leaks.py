@@ -78,22 +78,25 @@ def timed_run(args, target, ceiling):
     return Timing(ceiling, target, wall, code, header["max_threads"], replacements)
 
 
+def ratios(timings):
+    """(timing, its wall time / the reference's under the same ceiling) of every timing."""
+    reference_s = {t.ceiling: t.wall_s for t in timings if t.target == REFERENCE}
+    return [(t, t.wall_s / reference_s[t.ceiling]) for t in timings]
+
+
 def print_table(timings):
     """One row per (ceiling, target): its time against the reference's under the same ceiling."""
-    reference_s = {t.ceiling: t.wall_s for t in timings if t.target == REFERENCE}
     print(f"\n{'ceiling':>8} {'target':<32} {'wall s':>8} {'ratio':>6} {'replacements':>13} {'max threads':>12}")
-    for t in timings:
-        print(f"{t.ceiling:>8} {t.target:<32} {t.wall_s:>8.1f} {t.wall_s / reference_s[t.ceiling]:>6.2f} "
-              f"{t.replacements:>13} {t.max_threads:>12}")
+    for t, ratio in ratios(timings):
+        print(f"{t.ceiling:>8} {t.target:<32} {t.wall_s:>8.1f} {ratio:>6.2f} {t.replacements:>13} {t.max_threads:>12}")
 
 
 def best_ceiling(timings):
     """The ceiling whose worst leaker's ratio to the reference is the lowest."""
-    reference_s = {t.ceiling: t.wall_s for t in timings if t.target == REFERENCE}
     worst = {}
-    for t in timings:
+    for t, ratio in ratios(timings):
         if t.target != REFERENCE:
-            worst[t.ceiling] = max(worst.get(t.ceiling, 0.0), t.wall_s / reference_s[t.ceiling])
+            worst[t.ceiling] = max(worst.get(t.ceiling, 0.0), ratio)
     return min(worst.items(), key=lambda item: item[1]) if worst else None
 
 

@@ -70,9 +70,9 @@ class MeshNoCache(ReferenceTarget):
         return fresh_mesh(*torch_device_type_and_ranks(device_mesh), device_mesh.axis_names)
 
 
-class MeshPerVariable(ReferenceTarget):
+class MeshPerVariable(MeshNoCache):
     """The worst leaker seen on a Keras branch: a torch DeviceMesh of its own
-    for every conversion, so for every variable laid out, with new process
+    for every conversion (MeshNoCache's), so for every variable laid out, with new process
     groups on every dim (a 1-D world mesh too). Like Keras, it lays out every
     model variable (DataParallel ones too, replicated) and the optimizer's
     slot variables: 13 meshes for a two-layer model with biases, so 13 groups
@@ -93,9 +93,6 @@ class MeshPerVariable(ReferenceTarget):
             for _ in range(self.SLOTS_PER_VARIABLE * len(model.variables)):
                 self.to_backend_mesh(model.distribution.device_mesh)
         return super().train(model, spec, x, y)
-
-    def to_backend_mesh(self, device_mesh):
-        return fresh_mesh(*torch_device_type_and_ranks(device_mesh), device_mesh.axis_names)
 
 
 class ParameterWrapsInt(ReferenceTarget):
