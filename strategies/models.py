@@ -2,6 +2,7 @@
 
 from hypothesis import strategies as st
 
+from kdist_props.contract.training import ONE_STEP_OPTIMIZERS
 from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL, DistributionSpec, MeshSpec, ModelSpec, TrainSpec
 from kdist_props.strategies.meshes import device_orders, factorizations
 from kdist_props.strategies.tensors import seeds
@@ -10,7 +11,15 @@ ACTIVATIONS = ("linear", "relu", "tanh")
 # float32 only: Keras computes Dense layers of float64 in float32 (its type
 # promotion), a dtype-policy question outside the distribution contract.
 TRAIN_DTYPES = ("float32",)
-OPTIMIZERS = ("sgd", "adam")  # Adam's first step is ~lr*sign(grad) and hides averaging bugs: draw both
+# Adam's first step is ~lr*sign(grad) and hides averaging bugs: SGD shows them.
+# AdamW is Adam with a weight decay of its own; any of them may decay and clip.
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+LOSS_REDUCTIONS = ("sum_over_batch_size", "sum")
+# Powers of two: lr * weight_decay * w is exact in float32, so a wrong decay
+# cannot hide in rounding. clipnorm from below typical gradient norms to
+# above them, so that some gradients are clipped and some not.
+WEIGHT_DECAYS = (0.0625, 0.25)
+CLIPNORMS = (0.5, 2.0, 16.0)
 ENTRIES = ("fit", "train_on_batch")
 
 
@@ -69,9 +78,10 @@ def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=Tru
     distribution = draw(model_distributions(world_size, model, kind, every_factorisation), label="distribution")
     per_slice = draw(st.integers(1, 3), label="per-slice batch")
     optimizer = draw(st.sampled_from(OPTIMIZERS), label="optimizer")
-    # The oracle bounds one Adam step only (training.train says why); SGD, which
-    # shows averaging bugs best, gets several.
-    steps = 1 if optimizer == "adam" else draw(st.integers(1, 3), label="steps")
+    # The oracle bounds one step of the adaptive optimizers only (training.train
+    # says why); SGD, which shows averaging bugs best, gets several.
+    steps = 1 if optimizer in ONE_STEP_OPTIMIZERS else draw(st.integers(1, 3), label="steps")
+    decays = WEIGHT_DECAYS if optimizer == "adamw" else (None, *WEIGHT_DECAYS)
     return TrainSpec(
         model=model,
         distribution=distribution,
@@ -82,4 +92,7 @@ def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=Tru
         entry=entry or draw(st.sampled_from(ENTRIES), label="entry point"),
         data_seed=draw(seeds, label="data seed"),
         frozen=frozen,
+        loss_reduction=draw(st.sampled_from(LOSS_REDUCTIONS), label="loss reduction"),
+        weight_decay=draw(st.sampled_from(decays), label="weight decay"),
+        clipnorm=draw(st.sampled_from((None, *CLIPNORMS)), label="clipnorm"),
     )

@@ -51,8 +51,8 @@ CLAUSES = (
            "and keeps layout and full value through reads, assign, assign_add, assign_sub and matmul"),
     Clause("optimizer.iterations", "B", "an optimizer under a distribution has an int scalar, non-trainable "
            "iterations that counts steps identically on every rank"),
-    Clause("train.equivalence", "B", "k training steps under DataParallel/ModelParallel give the single-process loss "
-           "and weights on the global batch"),
+    Clause("train.equivalence", "B", "k training steps under DataParallel/ModelParallel (SGD, Adam, AdamW, RMSprop; "
+           "weight decay, clipnorm; a mean or summed loss) give the single-process loss and weights on the global batch"),
     Clause("train.batch-norm", "B", "a fit step of BatchNormalization under DataParallel leaves on every rank the "
            "moving statistics of single-process training on the global batch"),
     Clause("eval.count-metrics", "B", "evaluate under a distribution reports a count metric (TruePositives) of the "

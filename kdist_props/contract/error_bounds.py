@@ -122,3 +122,32 @@ def tanh_derivative(t):
 
 def identity_derivative(a):
     return exact(torch.ones_like(a.value))
+
+
+def total(a):
+    """Sum of every entry: n - 1 additions, in any order."""
+    return Bounded(a.value.sum(), a.error.sum() + gamma(a.value.numel() - 1) * a.magnitude.sum())
+
+
+def sqrt(a):
+    """Square root of a non-negative value: over the input's interval it moves
+    most at the interval's lower end (sqrt is concave), then one rounding."""
+    value = torch.sqrt(a.value)
+    lowest = torch.clamp(a.value - a.error, min=0)
+    propagated = torch.maximum(torch.sqrt(a.value + a.error) - value, value - torch.sqrt(lowest))
+    return Bounded(value, propagated + U * (value + propagated))
+
+
+def at_least(a, floor):
+    """max(a, floor) for a constant floor: exact and 1-Lipschitz, the error passes through."""
+    return Bounded(torch.clamp(a.value, min=floor), a.error)
+
+
+def div(a, b, floor=None):
+    """a / b for b surely positive (at least `floor`, when the divisor is a
+    max(..., floor)): |â/b̂ - a/b| <= (|â - a| + |a/b| |b̂ - b|) / b̂, then one rounding."""
+    lowest = b.value - b.error if floor is None else torch.clamp(b.value - b.error, min=floor)
+    assert bool((lowest > 0).all()), "the divisor's interval must lie above 0"
+    value = a.value / b.value
+    propagated = (a.error + value.abs() * b.error) / lowest
+    return Bounded(value, propagated + U * (value.abs() + propagated))

@@ -111,7 +111,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """k steps of `optimizer` on a model under a distribution. The global
+    """k steps of `optimizer` on a model under a distribution, compiled with
+    the mean squared error of `loss_reduction`. The global
     batch is cut into as many equal slices as the batch axis has positions;
     every rank feeds the slice of its position on that axis (DataParallel on
     a 1-D mesh: rank r feeds slice r; a batch axis of size 1: every rank feeds
@@ -126,6 +127,9 @@ class TrainSpec:
     entry: str
     data_seed: int = 0
     frozen: tuple = ()  # Dense layers (indices) set `trainable = False` after the model is built
+    loss_reduction: str = "sum_over_batch_size"  # the mean squared error's reduction over the batch
+    weight_decay: float = None  # the optimizer's weight_decay (None: no decay)
+    clipnorm: float = None  # the optimizer's clipnorm: each gradient scaled to at most this L2 norm
 
     def is_frozen(self, path):
         """Whether the variable at `path` belongs to a frozen layer."""

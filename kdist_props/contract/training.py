@@ -21,11 +21,15 @@ from kdist_props.contract import error_bounds as eb
 from kdist_props.contract.values import make_values
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
+RMSPROP_RHO, RMSPROP_EPSILON = 0.9, 1e-7  # Keras' defaults
+# The optimizers whose steps the oracle bounds one at a time (train says why).
+ONE_STEP_OPTIMIZERS = ("adam", "adamw", "rmsprop")
 ACTIVATIONS = {"linear": lambda x: x, "relu": torch.relu, "tanh": torch.tanh}
 
 # A mean's gradient is 2 (p - y) times 1/n, and n reaches it in stages: Keras'
 # mean squared error averages over the output axis, then over the batch, and
-# DataParallel divides by the world size once more. Three rounded factors and
+# DataParallel divides by the world size once more (a "sum" reduction
+# multiplies by the rows instead of dividing). Three rounded factors and
 # three rounded products: at most 6 roundings per term.
 MEAN_ROUNDINGS = 6
 # Keras' Adam step (keras/src/optimizers/adam.py, and torch_adam.py, its
@@ -36,6 +40,15 @@ MEAN_ROUNDINGS = 6
 ADAM_ROUNDINGS = 14
 # SGD: w - lr * g, the product rounded once (the subtraction is counted by eb.sub).
 SGD_ROUNDINGS = 1
+# Keras' RMSprop step (rmsprop.py, torch_rmsprop.py) from a zero velocity:
+# v = rho * 0 + (1 - rho) * g^2 is 3 rounded operations (the constant included),
+# v + epsilon 2 more (epsilon included): the square root halves those 5 and
+# rounds once, lr * g and the quotient round once each: relative error gamma(6).
+RMSPROP_ROUNDINGS = 6
+# Keras' weight decay, w - w * wd * lr: two rounded products (the subtraction is eb.sub's).
+WEIGHT_DECAY_ROUNDINGS = 2
+# Keras' clip_by_norm, g * clipnorm / max(norm, clipnorm): the product rounds once.
+CLIP_ROUNDINGS = 1
 
 
 def initial_weights(model):
@@ -75,31 +88,46 @@ def forward(model, weights, x):
     return x
 
 
-def mse(prediction, target):
-    return ((prediction - target) ** 2).mean()
+def mse(prediction, target, reduction="sum_over_batch_size"):
+    """Keras' mean squared error: the mean over the output axis, then over the
+    batch ("sum_over_batch_size") or its sum ("sum")."""
+    per_row = ((prediction - target) ** 2).mean(-1)
+    return per_row.sum() if reduction == "sum" else per_row.mean()
 
 
 class Optimizer:
-    """SGD or Adam with Keras' update rules, on any tensors (plain or DTensor)."""
+    """SGD, Adam, AdamW or RMSprop with Keras' update rules and weight decay,
+    on any tensors (plain or DTensor). As in Keras, the caller clips the
+    gradients first; each step decays a weight, then updates it."""
 
-    def __init__(self, name, learning_rate):
-        self.name, self.learning_rate = name, learning_rate
+    def __init__(self, spec):
+        self.name, self.learning_rate, self.weight_decay = spec.optimizer, spec.learning_rate, spec.weight_decay
         self.iterations = 0
         self.moments = {}
 
     def step(self, weights, grads):
         self.iterations += 1
-        t = self.iterations
         for path, grad in grads.items():
-            if self.name == "sgd":
-                weights[path] = weights[path] - self.learning_rate * grad
-                continue
-            m, v = self.moments.get(path, (torch.zeros_like(grad), torch.zeros_like(grad)))
-            m = m + (grad - m) * (1 - ADAM_BETA_1)
-            v = v + (grad * grad - v) * (1 - ADAM_BETA_2)
-            alpha = self.learning_rate * math.sqrt(1 - ADAM_BETA_2**t) / (1 - ADAM_BETA_1**t)
-            weights[path] = weights[path] - (m * alpha) / (torch.sqrt(v) + ADAM_EPSILON)
-            self.moments[path] = (m, v)
+            weight = weights[path]
+            if self.weight_decay is not None:
+                weight = weight - weight * self.weight_decay * self.learning_rate
+            weights[path] = weight - self._increment(path, grad)
+
+    def _increment(self, path, grad):
+        if self.name == "sgd":
+            return self.learning_rate * grad
+        zeros = torch.zeros_like(grad)
+        if self.name == "rmsprop":
+            v = self.moments.get(path, zeros) * RMSPROP_RHO + grad * grad * (1 - RMSPROP_RHO)
+            self.moments[path] = v
+            return self.learning_rate * grad / torch.sqrt(v + RMSPROP_EPSILON)
+        t = self.iterations
+        m, v = self.moments.get(path, (zeros, zeros))
+        m = m + (grad - m) * (1 - ADAM_BETA_1)
+        v = v + (grad * grad - v) * (1 - ADAM_BETA_2)
+        self.moments[path] = (m, v)
+        alpha = self.learning_rate * math.sqrt(1 - ADAM_BETA_2**t) / (1 - ADAM_BETA_1**t)
+        return (m * alpha) / (torch.sqrt(v) + ADAM_EPSILON)
 
 
 @dataclass(frozen=True)
@@ -118,41 +146,69 @@ class ExpectedTraining:
 
 def train(spec):
     """Single-process training on the global batch, exact, with float32 error
-    bounds; the variables of frozen layers keep their values."""
-    if spec.optimizer == "adam" and spec.steps > 1:
+    bounds, as Keras' optimizers step: clip each gradient, decay each weight,
+    update it; the variables of frozen layers keep their values."""
+    if spec.optimizer in ONE_STEP_OPTIMIZERS and spec.steps > 1:
         # After a first step that rounding could flip (|g| within its error bound
         # of 0), a weight is uncertain by ~lr, and every later gradient with it:
         # the bound stays sound but too wide to see an averaging bug.
-        raise ValueError("the oracle bounds one Adam step only")
+        raise ValueError(f"the oracle bounds one {spec.optimizer} step only")
     initial = initial_weights(spec.model)
     weights = {path: eb.exact(w) for path, w in initial.items()}
     x, y = (eb.exact(t) for t in global_batch(spec))
     losses = []
     for _ in range(spec.steps):
-        loss, grads = loss_and_gradients(spec.model, weights, x, y)
+        loss, grads = loss_and_gradients(spec.model, weights, x, y, spec.loss_reduction)
         losses.append(loss)
-        weights = {path: w if spec.is_frozen(path) else eb.sub(w, update(spec, grads[path]))
+        weights = {path: w if spec.is_frozen(path) else eb.sub(decayed(spec, w), update(spec, clipped(spec, grads[path])))
                    for path, w in weights.items()}
     return ExpectedTraining(tuple(losses), weights, initial)
+
+
+def clipped(spec, grad):
+    """Keras' clip_by_norm of one variable's whole gradient: g * c / max(||g||, c)."""
+    if spec.clipnorm is None:
+        return grad
+    norm = eb.sqrt(eb.total(eb.mul(grad, grad)))
+    scaled = eb.scale(grad, spec.clipnorm, CLIP_ROUNDINGS)
+    return eb.div(scaled, eb.at_least(norm, spec.clipnorm), floor=spec.clipnorm)
+
+
+def decayed(spec, weight):
+    """The weight after Keras' weight decay, w - w * wd * lr (before the update step)."""
+    if spec.weight_decay is None:
+        return weight
+    return eb.sub(weight, eb.scale(weight, spec.weight_decay * spec.learning_rate, WEIGHT_DECAY_ROUNDINGS))
 
 
 def update(spec, grad):
     """What the optimizer subtracts from a weight, bounded over the gradient's error interval."""
     if spec.optimizer == "sgd":
         return eb.scale(grad, spec.learning_rate, SGD_ROUNDINGS)
-    # Adam's first step is lr * g / (|g| + eps') with eps' = epsilon / sqrt(1 - beta_2)
-    # (m = (1 - beta_1) g, v = (1 - beta_2) g^2): increasing in g, so over the
-    # gradient's interval it ranges between its values at the two ends. Near
-    # g = 0 its slope is lr / eps' (~3e5 lr): this is where rounding noise
-    # becomes a step of order lr, and the bound says so.
+    if spec.optimizer == "rmsprop":
+        # The first step from a zero velocity: lr * g / sqrt((1 - rho) g^2 + epsilon).
+        def step(g):
+            return spec.learning_rate * g / torch.sqrt((1 - RMSPROP_RHO) * g * g + RMSPROP_EPSILON)
+
+        return monotone_step(step, grad, eb.gamma(RMSPROP_ROUNDINGS))
+    # Adam's (and AdamW's) first step is lr * g / (|g| + eps') with eps' = epsilon / sqrt(1 - beta_2)
+    # (m = (1 - beta_1) g, v = (1 - beta_2) g^2).
     eps = ADAM_EPSILON / math.sqrt(1 - ADAM_BETA_2)
 
     def step(g):
         return spec.learning_rate * g / (g.abs() + eps)
 
+    return monotone_step(step, grad, eb.gamma(ADAM_ROUNDINGS) + adam_alpha_error(1))
+
+
+def monotone_step(step, grad, relative):
+    """A first adaptive step, increasing in g: over the gradient's interval it
+    ranges between its values at the two ends, and the float32 formula adds a
+    `relative` error. Near g = 0 its slope is lr / sqrt(epsilon) or more
+    (~3e3 lr to ~3e5 lr): this is where rounding noise becomes a step of order
+    lr, and the bound says so."""
     value, low, high = step(grad.value), step(grad.value - grad.error), step(grad.value + grad.error)
     spread = torch.maximum(high - value, value - low)
-    relative = eb.gamma(ADAM_ROUNDINGS) + adam_alpha_error(1)
     return eb.Bounded(value, spread + relative * torch.maximum(low.abs(), high.abs()))
 
 
@@ -176,9 +232,9 @@ DERIVATIVES = {
 }
 
 
-def loss_and_gradients(model, weights, x, y):
-    """Mean squared error and its gradient for every weight: one forward and one
-    backward pass, as autograd does them, on bounded values."""
+def loss_and_gradients(model, weights, x, y, reduction="sum_over_batch_size"):
+    """Mean squared error (mse's `reduction`) and its gradient for every weight:
+    one forward and one backward pass, as autograd does them, on bounded values."""
     inputs, pre_activations, outputs = [], [], []
     h = x
     for i, activation in enumerate(model.activations):
@@ -190,8 +246,10 @@ def loss_and_gradients(model, weights, x, y):
         pre_activations.append(z)
         outputs.append(h)
     diff = eb.sub(h, y)
-    loss = eb.mean(eb.mul(diff, diff), MEAN_ROUNDINGS)
-    delta = eb.scale(diff, 2 / diff.value.numel(), MEAN_ROUNDINGS)
+    # "sum" is the mean over every entry times the rows (exactly: the sum of each row's mean).
+    rows = len(diff.value) if reduction == "sum" else 1
+    loss = eb.scale(eb.mean(eb.mul(diff, diff), MEAN_ROUNDINGS), rows, 0)
+    delta = eb.scale(diff, 2 * rows / diff.value.numel(), MEAN_ROUNDINGS)
     grads = {}
     for i in reversed(range(len(model.activations))):
         delta = eb.mul(delta, DERIVATIVES[model.activations[i]][1](pre_activations[i], outputs[i]))

@@ -14,6 +14,10 @@ from kdist_props.contract import keras_programs
 from kdist_props.targets.base import Unreadable, Unsupported
 
 
+OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+              "rmsprop": keras.optimizers.RMSprop}
+
+
 class KerasModels:
     """Tier B hooks of KerasTarget (targets/keras.py)."""
 
@@ -95,11 +99,13 @@ class KerasModels:
             {"assign": variable.assign, "assign_add": variable.assign_add, "assign_sub": variable.assign_sub}[how](value)
 
     def train(self, model, spec, x, y):
-        optimizer = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[spec.optimizer]
         with model.kdist_distribution.scope():
+            # Created in the scope, as its iterations variable is.
+            optimizer = OPTIMIZERS[spec.optimizer](learning_rate=spec.learning_rate, weight_decay=spec.weight_decay,
+                                                   clipnorm=spec.clipnorm)
             # A compiled metric as a user has one: its state is reduced across
             # ranks on the same path as the loss tracker's.
-            model.compile(optimizer=optimizer(learning_rate=spec.learning_rate), loss="mse",
+            model.compile(optimizer=optimizer, loss=keras.losses.MeanSquaredError(reduction=spec.loss_reduction),
                           metrics=["mean_squared_error"])
             x, y = x.numpy(), y.numpy()
             if spec.entry == "fit":

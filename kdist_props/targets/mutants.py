@@ -3,7 +3,7 @@ clause(s) it must fail; `tox -e selftest` checks that the suite catches it.
 Most are the bugs of ../shared/seeds/, written down as code."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 import torch
@@ -183,8 +183,24 @@ class DataInputAsGlobal(ReferenceTarget):
 
 
 class DpNoGradSync(ReferenceTarget):
-    def _sync_gradients(self, grads):
+    def _sync_gradients(self, grads, spec):
         return grads  # each rank steps on its own slice's gradient
+
+
+class DpSumLossAveraged(ReferenceTarget):
+    def _summed_loss_scale(self, spec):
+        return 1  # gradients averaged over ranks, as DDP does, whatever the loss' reduction
+
+
+class DpClipBeforeSync(ReferenceTarget):
+    def _sync_gradients(self, grads, spec):
+        # Each rank clips its own slice's gradient by its own norm, then they are averaged.
+        return super()._sync_gradients({p: self._clip_by_norm(g, spec.clipnorm) for p, g in grads.items()}, spec)
+
+
+class WeightDecayDropped(ReferenceTarget):
+    def _optimizer(self, spec):
+        return super()._optimizer(replace(spec, weight_decay=None))  # AdamW trains as Adam
 
 
 class CountLoggedAsTensor(ReferenceTarget):
@@ -256,9 +272,9 @@ class LeakyProcessGroups(ReferenceTarget):
             self._leak_group()
         return super().build_model(spec, distribution, device_mesh, initial)
 
-    def _step(self, model, x, y):
+    def _step(self, model, spec, x, y):
         self._leak_group()
-        return super()._step(model, x, y)
+        return super()._step(model, spec, x, y)
 
 
 class MatmulHangsOnWideOperands(ReferenceTarget):
@@ -425,6 +441,12 @@ MUTANTS = {
         Mutant("freeze-ignored", FreezeIgnored, ("train.equivalence",),
                "layers frozen after the model is built still train"),
         Mutant("grad-missing-bias", GradMissingBias, ("train.equivalence",), "biases get no gradient"),
+        Mutant("dp-sum-loss-averaged", DpSumLossAveraged, ("train.equivalence",),
+               "DataParallel averages the ranks' gradients of a loss reduced with \"sum\""),
+        Mutant("dp-clip-before-sync", DpClipBeforeSync, ("train.equivalence",),
+               "DataParallel clips each rank's gradient by its own norm before the all-reduce"),
+        Mutant("weight-decay-dropped", WeightDecayDropped, ("train.equivalence",),
+               "the optimizer's weight_decay is dropped"),
         Mutant("explicit-layout-needs-scope", ExplicitLayoutNeedsScope, ("variable.explicit-layout",),
                "keras.Variable(..., layout=...) outside a distribution scope is a plain whole value"),
         Mutant("distribute-refuses-non-leaf", DistributeRefusesNonLeaf, ("tensor.inputs",),

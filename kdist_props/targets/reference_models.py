@@ -6,6 +6,8 @@ ModelParallel: parameters are DTensors laid out by the LayoutMap, inputs are
 replicated, and DTensor's autograd does the communication.
 """
 
+import math
+
 import keras
 import numpy as np
 import torch
@@ -108,19 +110,23 @@ class ReferenceModels:
 
     def train(self, model, spec, x, y):
         if model.optimizer is None:
-            model.optimizer = training.Optimizer(spec.optimizer, spec.learning_rate)
+            model.optimizer = self._optimizer(spec)
             # As in Keras, the step counter is a variable created under the
             # distribution: an int64 scalar, replicated, not trainable.
             layout = self._keras_layout((), model.distribution.device_mesh)
             model.iterations = self.distribute_variable(torch.tensor(0), layout, trainable=False)
         losses = []
         for _ in range(spec.steps):
-            losses.append(self._step(model, x, y))
+            losses.append(self._step(model, spec, x, y))
             local = model.iterations.to_local() if isinstance(model.iterations, DTensor) else model.iterations
             local.add_(1)
         return losses
 
-    def _step(self, model, x, y):
+    def _optimizer(self, spec):
+        """The optimizer of `spec`, with Keras' update rules (a mutant drops a setting)."""
+        return training.Optimizer(spec)
+
+    def _step(self, model, spec, x, y):
         data_parallel = model.distribution.kind == DATA_PARALLEL
         differentiated = self._differentiated(model)
         params = {v.path: v.value.detach().requires_grad_(v.path in differentiated) for v in model.variables}
@@ -133,14 +139,18 @@ class ReferenceModels:
             compute = {p: replicated(w) for p, w in params.items()}
             mesh = next(iter(params.values())).device_mesh
             x, y = (self.global_batch(t, mesh, model.distribution.batch_dim_name) for t in (x, y))
-        loss = training.mse(training.forward(model.spec, compute, x), y)
+        loss = training.mse(training.forward(model.spec, compute, x), y, spec.loss_reduction)
         wanted = [p for p, w in params.items() if w.requires_grad]
         grads = dict(zip(wanted, torch.autograd.grad(loss, [params[p] for p in wanted])))
         if data_parallel:
-            grads = self._sync_gradients(grads)
-            loss = self._average(loss.detach())
+            # The mean of the ranks' losses is the global batch's mean; a sum
+            # over the batch is that mean times the batch axis' positions.
+            scale = self._summed_loss_scale(spec)
+            grads = {p: g * scale for p, g in self._sync_gradients(grads, spec).items()}
+            loss = self._average(loss.detach()) * scale
         elif isinstance(loss, DTensor):
             loss = loss.full_tensor()
+        grads = {p: self._clip_by_norm(g, spec.clipnorm) for p, g in grads.items()}
         weights = {p: w.detach() for p, w in params.items()}
         model.optimizer.step(weights, grads)
         for variable in model.variables:
@@ -151,9 +161,26 @@ class ReferenceModels:
         """Paths that get a gradient: every trainable variable."""
         return {v.path for v in model.variables if v.trainable}
 
-    def _sync_gradients(self, grads):
-        """DataParallel: every rank applies the mean of all ranks' gradients."""
+    def _sync_gradients(self, grads, spec):
+        """DataParallel: every rank applies the mean of all ranks' gradients
+        (mutants change what they sync, or that they do)."""
         return {p: self._average(g) for p, g in grads.items()}
+
+    def _summed_loss_scale(self, spec):
+        """DataParallel: the factor from the mean of the ranks' losses to the
+        global batch's loss: 1 for a mean, the batch axis' positions for a sum
+        (a mutant forgets it)."""
+        if spec.loss_reduction != "sum":
+            return 1
+        return spec.distribution.mesh.axis_size(spec.distribution.batch_dim_name)
+
+    @staticmethod
+    def _clip_by_norm(grad, clipnorm):
+        """Keras' clip_by_norm: the whole variable's gradient scaled to an L2 norm of at most clipnorm."""
+        if clipnorm is None:
+            return grad
+        norm = math.sqrt(full_tensor((grad * grad).sum()).item())
+        return grad * clipnorm / max(norm, clipnorm)
 
     @staticmethod
     def _average(tensor):

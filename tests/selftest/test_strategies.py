@@ -12,7 +12,7 @@ from kdist_props.contract import oracles
 from kdist_props.strategies.dtypes import ALL
 from kdist_props.strategies.layouts import invalid_layouts, layouts
 from kdist_props.strategies.meshes import mesh_configs, meshes, near_twins
-from kdist_props.strategies.models import train_specs
+from kdist_props.strategies.models import CLIPNORMS, LOSS_REDUCTIONS, OPTIMIZERS, WEIGHT_DECAYS, train_specs
 from kdist_props.strategies.tensors import MATMUL_KINDS, laid_out_tensors, matmul_cases
 
 pytestmark = pytest.mark.selftest
@@ -97,8 +97,12 @@ def test_matmul_cases_reach_every_kind_and_operand_mix():
 def test_training_runs_reach_both_distributions_optimizers_and_entries():
     drawn = examples(train_specs(2))
     assert {t.distribution.kind for t in drawn} == {"DataParallel", "ModelParallel"}
-    assert {t.optimizer for t in drawn} == {"sgd", "adam"}
+    assert {t.optimizer for t in drawn} == set(OPTIMIZERS)
     assert {t.entry for t in drawn} == {"fit", "train_on_batch"}
+    assert {t.loss_reduction for t in drawn} == set(LOSS_REDUCTIONS)
+    assert {t.clipnorm for t in drawn} == {None, *CLIPNORMS}
+    assert {t.weight_decay for t in drawn} == {None, *WEIGHT_DECAYS}
+    assert all(t.weight_decay is not None for t in drawn if t.optimizer == "adamw"), "AdamW always decays"
     assert any(1 in t.model.widths for t in drawn), "a size-1 dim"
     assert any(w % 2 for t in drawn for w in t.model.widths[1:]), "a width that shards unevenly on 2 ranks"
 
