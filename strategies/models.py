@@ -1,9 +1,10 @@
-"""Small dense models, their distributions and their training runs (Tier B)."""
+"""Small dense models, their distributions, their training runs and checkpoints (Tier B)."""
 
 from hypothesis import strategies as st
 
 from kdist_props.contract.training import ONE_STEP_OPTIMIZERS
-from kdist_props.contract.specs import DATA_PARALLEL, MODEL_PARALLEL, DistributionSpec, MeshSpec, ModelSpec, TrainSpec
+from kdist_props.contract.specs import (DATA_PARALLEL, DISTRIBUTED, MODEL_PARALLEL, UNDISTRIBUTED, CheckpointExample,
+                                       DistributionSpec, MeshSpec, ModelSpec, TrainSpec)
 from kdist_props.strategies.meshes import device_orders, factorizations
 from kdist_props.strategies.tensors import seeds
 
@@ -96,3 +97,18 @@ def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=Tru
         weight_decay=draw(st.sampled_from(decays), label="weight decay"),
         clipnorm=draw(st.sampled_from((None, *CLIPNORMS)), label="clipnorm"),
     )
+
+
+# A checkpoint between two models: at least one built under the distribution.
+CHECKPOINT_ROUTES = ((DISTRIBUTED, DISTRIBUTED), (DISTRIBUTED, UNDISTRIBUTED), (UNDISTRIBUTED, DISTRIBUTED))
+
+
+@st.composite
+def checkpoint_examples(draw, world_size, routes=CHECKPOINT_ROUTES):
+    """save_weights then load_weights between two models of one dense stack,
+    along a route drawn from `routes` ((saved from, loaded into)); the
+    distribution keeps to (world,) DataParallel and (1, world) ModelParallel."""
+    model = draw(model_specs(), label="model")
+    distribution = draw(model_distributions(world_size, model, every_factorisation=False), label="distribution")
+    saved_from, loaded_into = draw(st.sampled_from(routes), label="route")
+    return CheckpointExample(model, distribution, saved_from, loaded_into)

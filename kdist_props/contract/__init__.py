@@ -51,6 +51,9 @@ CLAUSES = (
            "and keeps layout and full value through reads, assign, assign_add, assign_sub and matmul"),
     Clause("optimizer.iterations", "B", "an optimizer under a distribution has an int scalar, non-trainable "
            "iterations that counts steps identically on every rank"),
+    Clause("model.checkpoint", "B", "save_weights of a model built under a distribution or with none, then "
+           "load_weights into a model of the same layers built under it or with none: every variable reads the saved "
+           "value on every rank, and a distributed one keeps its layout and holds the chunk shards"),
     Clause("train.equivalence", "B", "k training steps under DataParallel/ModelParallel (SGD, Adam, AdamW, RMSprop; "
            "weight decay, clipnorm; a mean or summed loss) give the single-process loss and weights on the global batch"),
     Clause("train.batch-norm", "B", "a fit step of BatchNormalization under DataParallel leaves on every rank the "

@@ -464,6 +464,25 @@ class TrainObservation:
     def initial_value(self, path):
         return dict(self.initial)[path]
 
+# == chapter: checkpoints (model.checkpoint) ==
+
+DISTRIBUTED, UNDISTRIBUTED = "distributed", "undistributed"
+
+
+@dataclass(frozen=True)
+class CheckpointExample:
+    """model.checkpoint: save_weights of a model of `model` built `saved_from`
+    (under `distribution`, or with no distribution at all) holding
+    training.initial_weights, then load_weights into a model of the same layers
+    built `loaded_into`, holding other values. What is observed is the
+    destination model's storage (a ModelStorageObservation)."""
+
+    model: ModelSpec
+    distribution: DistributionSpec
+    saved_from: str  # DISTRIBUTED or UNDISTRIBUTED
+    loaded_into: str  # never UNDISTRIBUTED when saved_from is
+
+
 # == chapter: tensors, as users hand them over (tensor.inputs, tensor.input-unchanged) ==
 
 @dataclass(frozen=True)

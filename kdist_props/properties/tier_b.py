@@ -1,5 +1,8 @@
 """Rank-side bodies of the Tier B clauses: models and variables under a distribution."""
 
+import os
+import tempfile
+
 import numpy as np
 import torch
 
@@ -7,7 +10,9 @@ from kdist_props.contract import training
 from kdist_props.properties.build import describe_placements, full_value, keras_layout, keras_mesh, local_value
 from kdist_props.properties.inputs import target_variable, user_input
 from kdist_props.contract.specs import (
+    UNDISTRIBUTED,
     AssignExample,
+    CheckpointExample,
     AssignObservation,
     ExplicitVariableExample,
     ExplicitVariableObservation,
@@ -25,10 +30,13 @@ from kdist_props.contract.values import tensor_from
 READS = ("convert_to_numpy", "numpy")
 
 
-def built_model(ctx, model_spec, distribution_spec):
+def built_model(ctx, model_spec, distribution_spec, initial=None):
+    """A model of `model_spec` built under the distribution, holding `initial`
+    (default: training.initial_weights)."""
     mesh = keras_mesh(ctx, distribution_spec.mesh)
     distribution = ctx.target.make_distribution(distribution_spec, mesh)
-    initial = training.initial_weights(model_spec)
+    if initial is None:
+        initial = training.initial_weights(model_spec)
     return ctx.target.build_model(model_spec, distribution, mesh, initial)
 
 
@@ -44,7 +52,32 @@ def stored(ctx, model, variable):
 
 def model_storage(ctx, ex: ModelExample) -> ModelStorageObservation:
     """variable.scope and variable.read: layout, local shard and reads of every variable, and get_weights."""
-    model = built_model(ctx, ex.model, ex.distribution)
+    return storage_of(ctx, built_model(ctx, ex.model, ex.distribution))
+
+
+def checkpoint(ctx, ex: CheckpointExample) -> ModelStorageObservation:
+    """model.checkpoint: save_weights from one model, load_weights into another
+    of the same layers that holds other values (each initial value plus one);
+    the destination's storage and reads. Each rank writes a file of its own."""
+    saved = training.initial_weights(ex.model)
+    other = {path: value + 1 for path, value in saved.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        file = os.path.join(folder, "model.weights.h5")
+        ctx.target.save_weights(model_holding(ctx, ex, ex.saved_from, saved), file)
+        destination = model_holding(ctx, ex, ex.loaded_into, other)
+        ctx.target.load_weights(destination, file)
+    return storage_of(ctx, destination)
+
+
+def model_holding(ctx, ex, how, values):
+    """A model of ex.model holding `values`, built under ex.distribution or with none (`how`)."""
+    if how == UNDISTRIBUTED:
+        return ctx.target.build_undistributed_model(ex.model, values)
+    return built_model(ctx, ex.model, ex.distribution, values)
+
+
+def storage_of(ctx, model):
+    """Layout, local shard and reads of every variable of `model`, and its get_weights."""
     return ModelStorageObservation(
         variables=tuple((path, stored(ctx, model, v)) for path, v in ctx.target.model_variables(model)),
         weights=tuple(plain(w) for w in ctx.target.get_weights(model)),

@@ -121,6 +121,19 @@ class Target:
         its variables initialized from `initial` ({path: tensor})."""
         raise NotImplementedError
 
+    def build_undistributed_model(self, spec, initial):
+        """A model of `spec` built with no distribution at all, its variables
+        initialized from `initial` ({path: tensor})."""
+        raise NotImplementedError
+
+    def save_weights(self, model, file):
+        """model.save_weights(file): every variable's value, as one process would write it."""
+        raise NotImplementedError
+
+    def load_weights(self, model, file):
+        """model.load_weights(file) of a file save_weights wrote."""
+        raise NotImplementedError
+
     def build_initialized_model(self, example, distribution, device_mesh):
         """The dense stack of `example` (specs.InitExample) created under the
         distribution, every variable given its Keras initializer after

@@ -23,15 +23,25 @@ class KerasModels:
 
     def build_model(self, spec, distribution, device_mesh, initial):
         with distribution.scope():
-            layers = [keras.Input((spec.widths[0],), dtype=spec.dtype)]
-            for i, units in enumerate(spec.widths[1:]):
-                layers.append(keras.layers.Dense(
-                    units, use_bias=spec.biases[i], activation=spec.activations[i], dtype=spec.dtype, name=f"d{i}",
-                    kernel_initializer=ArrayInitializer(initial[f"d{i}/kernel"]),
-                    bias_initializer=ArrayInitializer(initial.get(f"d{i}/bias"))))
-            model = keras.Sequential(layers)
+            model = self.build_undistributed_model(spec, initial)
         model.kdist_distribution = distribution
         return model
+
+    def build_undistributed_model(self, spec, initial):
+        # With no scope of its own: under the caller's distribution scope, or none.
+        layers = [keras.Input((spec.widths[0],), dtype=spec.dtype)]
+        for i, units in enumerate(spec.widths[1:]):
+            layers.append(keras.layers.Dense(
+                units, use_bias=spec.biases[i], activation=spec.activations[i], dtype=spec.dtype, name=f"d{i}",
+                kernel_initializer=ArrayInitializer(initial[f"d{i}/kernel"]),
+                bias_initializer=ArrayInitializer(initial.get(f"d{i}/bias"))))
+        return keras.Sequential(layers)
+
+    def save_weights(self, model, file):
+        model.save_weights(file)
+
+    def load_weights(self, model, file):
+        model.load_weights(file)
 
     def build_initialized_model(self, example, distribution, device_mesh):
         with distribution.scope():

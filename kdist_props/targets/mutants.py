@@ -203,6 +203,17 @@ class WeightDecayDropped(ReferenceTarget):
         return super()._optimizer(replace(spec, weight_decay=None))  # AdamW trains as Adam
 
 
+class SaveLocalShard(ReferenceTarget):
+    def _saved_value(self, variable):
+        value = variable.value
+        return (value.to_local() if isinstance(value, DTensor) else value).detach().clone()  # this rank's shard only
+
+
+class LoadDropsLayout(ReferenceTarget):
+    def _load_variable(self, variable, value):
+        variable.value = value.clone()  # the loaded value replaces the DTensor: replicated, layout lost
+
+
 class CountLoggedAsTensor(ReferenceTarget):
     def evaluate_true_positives(self, distribution, x, y):
         return torch.tensor(super().evaluate_true_positives(distribution, x, y))  # logs left as tensors
@@ -406,6 +417,10 @@ MUTANTS = {
                "backend mesh cache keyed on axis names and devices"),
         Mutant("mesh-groups-in-rank-order", MeshGroupsInRankOrder, ("tensor.storage", "train.equivalence"),
                "torch DeviceMesh(device_type, ranks): groups sorted by rank, not in mesh order"),
+        Mutant("save-local-shard", SaveLocalShard, ("model.checkpoint",),
+               "save_weights writes each rank's local shard of a sharded variable"),
+        Mutant("load-drops-layout", LoadDropsLayout, ("model.checkpoint",),
+               "load_weights replaces a distributed variable's value by a plain replicated one"),
         Mutant("count-logged-as-tensor", CountLoggedAsTensor, ("eval.count-metrics",),
                "evaluate's logs hold tensors, not Python floats"),
         Mutant("mesh-no-cache", MeshNoCache, ("mesh.reuse",), "every conversion builds new process groups"),

@@ -50,6 +50,26 @@ class ReferenceModels:
             variables.append(ReferenceVariable(path, self.distribute_tensor(value, layout), layout))
         return ReferenceModel(spec, distribution, variables)
 
+    def build_undistributed_model(self, spec, initial):
+        return ReferenceModel(spec, None, [ReferenceVariable(path, value.clone(), None) for path, value in initial.items()])
+
+    def save_weights(self, model, file):
+        # The reference's own format: every variable's full value by path.
+        torch.save({v.path: self._saved_value(v) for v in model.variables}, file)
+
+    def _saved_value(self, variable):
+        """What save_weights writes of a variable: its full value (a mutant writes the local shard)."""
+        return full_tensor(variable.value).detach().clone()
+
+    def load_weights(self, model, file):
+        saved = torch.load(file)
+        for variable in model.variables:
+            self._load_variable(variable, saved[variable.path])
+
+    def _load_variable(self, variable, value):
+        """Assign a saved full value, keeping the variable's layout (a mutant drops it)."""
+        self.assign(variable, value, "load_weights")
+
     def _model_axes(self, distribution, path, rank):
         """A model variable's axes: kept apart from _axes_for so that a mutant can
         break model layouts without touching standalone variables."""
