@@ -65,11 +65,12 @@ def model_distributions(draw, world_size, model, kind=None, every_factorisation=
 
 
 @st.composite
-def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=True, freeze=False):
+def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=True, freeze=None):
     """A training run; `entry` fixes the entry point (fit or train_on_batch) and
     `kind` the distribution (DataParallel or ModelParallel), else they are
-    drawn; every_factorisation as model_distributions takes it. freeze=True
-    freezes some layers (never all) once the model is built."""
+    drawn; every_factorisation as model_distributions takes it. `freeze`
+    freezes some layers (never all): once the model is "built", or once it is
+    "trained" for some steps (SGD, whose steps the oracle bounds beyond one)."""
     model = draw(model_specs(min_layers=2 if freeze else 1), label="model")
     frozen = ()
     if freeze:
@@ -78,11 +79,15 @@ def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=Tru
                                    label="frozen layers")))
     distribution = draw(model_distributions(world_size, model, kind, every_factorisation), label="distribution")
     per_slice = draw(st.integers(1, 3), label="per-slice batch")
-    optimizer = draw(st.sampled_from(OPTIMIZERS), label="optimizer")
+    optimizer = draw(st.sampled_from(("sgd",) if freeze == "trained" else OPTIMIZERS), label="optimizer")
     # The oracle bounds one step of the adaptive optimizers only (training.train
     # says why); SGD, which shows averaging bugs best, gets several.
     steps = 1 if optimizer in ONE_STEP_OPTIMIZERS else draw(st.integers(1, 3), label="steps")
     decays = WEIGHT_DECAYS if optimizer == "adamw" else (None, *WEIGHT_DECAYS)
+    freeze_after = 0
+    if freeze == "trained":
+        steps = max(steps, 2)  # a step before the freeze and one after it
+        freeze_after = draw(st.integers(1, steps - 1), label="steps before the freeze")
     return TrainSpec(
         model=model,
         distribution=distribution,
@@ -93,6 +98,7 @@ def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=Tru
         entry=entry or draw(st.sampled_from(ENTRIES), label="entry point"),
         data_seed=draw(seeds, label="data seed"),
         frozen=frozen,
+        freeze_after=freeze_after,
         loss_reduction=draw(st.sampled_from(LOSS_REDUCTIONS), label="loss reduction"),
         weight_decay=draw(st.sampled_from(decays), label="weight decay"),
         clipnorm=draw(st.sampled_from((None, *CLIPNORMS)), label="clipnorm"),

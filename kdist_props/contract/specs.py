@@ -127,13 +127,14 @@ class TrainSpec:
     entry: str
     data_seed: int = 0
     frozen: tuple = ()  # Dense layers (indices) set `trainable = False` after the model is built
+    freeze_after: int = 0  # the steps trained before they are frozen (0: before the first step)
     loss_reduction: str = "sum_over_batch_size"  # the mean squared error's reduction over the batch
     weight_decay: float = None  # the optimizer's weight_decay (None: no decay)
     clipnorm: float = None  # the optimizer's clipnorm: each gradient scaled to at most this L2 norm
 
-    def is_frozen(self, path):
-        """Whether the variable at `path` belongs to a frozen layer."""
-        return layer_of(path) in self.frozen
+    def is_frozen(self, path, step):
+        """Whether the variable at `path` belongs to a layer frozen at `step` (counted from 0)."""
+        return layer_of(path) in self.frozen and step >= self.freeze_after
 
 
 def layer_of(path):

@@ -147,7 +147,7 @@ class ExpectedTraining:
 def train(spec):
     """Single-process training on the global batch, exact, with float32 error
     bounds, as Keras' optimizers step: clip each gradient, decay each weight,
-    update it; the variables of frozen layers keep their values."""
+    update it; the variables of a layer keep their values from the step it is frozen on."""
     if spec.optimizer in ONE_STEP_OPTIMIZERS and spec.steps > 1:
         # After a first step that rounding could flip (|g| within its error bound
         # of 0), a weight is uncertain by ~lr, and every later gradient with it:
@@ -157,10 +157,11 @@ def train(spec):
     weights = {path: eb.exact(w) for path, w in initial.items()}
     x, y = (eb.exact(t) for t in global_batch(spec))
     losses = []
-    for _ in range(spec.steps):
+    for step in range(spec.steps):
         loss, grads = loss_and_gradients(spec.model, weights, x, y, spec.loss_reduction)
         losses.append(loss)
-        weights = {path: w if spec.is_frozen(path) else eb.sub(decayed(spec, w), update(spec, clipped(spec, grads[path])))
+        weights = {path: w if spec.is_frozen(path, step) else
+                   eb.sub(decayed(spec, w), update(spec, clipped(spec, grads[path])))
                    for path, w in weights.items()}
     return ExpectedTraining(tuple(losses), weights, initial)
 

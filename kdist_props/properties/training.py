@@ -1,5 +1,7 @@
 """Rank-side body of the training clauses: `train.equivalence` and `optimizer.iterations`."""
 
+from dataclasses import replace
+
 from kdist_props.contract import training
 from kdist_props.properties.tier_b import built_model, plain
 from kdist_props.contract.specs import IterationsObservation, TrainExample, TrainObservation
@@ -9,11 +11,14 @@ def train(ctx, example: TrainExample) -> TrainObservation:
     """k steps of this rank's batch through the entry point; every variable read before and after."""
     spec = example.train
     model = built_model(ctx, spec.model, spec.distribution)
+    x, y = training.rank_batch(spec, ctx.rank)
+    initial = variable_values(ctx, model)
+    # Steps before the freeze, then the layers are frozen, then the rest (as a
+    # user does: fit, set trainable, compile and fit again).
+    losses = list(ctx.target.train(model, replace(spec, steps=spec.freeze_after), x, y)) if spec.freeze_after else []
     if spec.frozen:
         ctx.target.freeze_layers(model, spec.frozen)
-    initial = variable_values(ctx, model)
-    x, y = training.rank_batch(spec, ctx.rank)
-    losses = ctx.target.train(model, spec, x, y)
+    losses += ctx.target.train(model, replace(spec, steps=spec.steps - spec.freeze_after), x, y)
     return TrainObservation(
         losses=tuple(float(loss) for loss in losses),
         initial=initial,

@@ -260,6 +260,15 @@ class IterationsFloat(ReferenceTarget):
         return super().iterations(model).to(torch.float32)
 
 
+class StaleTrainableList(ReferenceTarget):
+    def _gradient_paths(self, model, wanted):
+        # The trainable variables as the optimizer first saw them: after a freeze,
+        # gradients are paired by position with variables they do not belong to.
+        if not hasattr(model, "first_trainable"):
+            model.first_trainable = wanted
+        return model.first_trainable
+
+
 class GradMissingBias(ReferenceTarget):
     def _differentiated(self, model):
         return {path for path in super()._differentiated(model) if not path.endswith("/bias")}
@@ -455,6 +464,8 @@ MUTANTS = {
         Mutant("iterations-float", IterationsFloat, ("optimizer.iterations",), "iterations is a float"),
         Mutant("freeze-ignored", FreezeIgnored, ("train.equivalence",),
                "layers frozen after the model is built still train"),
+        Mutant("stale-trainable-list", StaleTrainableList, ("train.equivalence",),
+               "after layers are frozen mid-training, gradients go to the trainable variables of the first step"),
         Mutant("grad-missing-bias", GradMissingBias, ("train.equivalence",), "biases get no gradient"),
         Mutant("dp-sum-loss-averaged", DpSumLossAveraged, ("train.equivalence",),
                "DataParallel averages the ranks' gradients of a loss reduced with \"sum\""),

@@ -161,7 +161,7 @@ class ReferenceModels:
             x, y = (self.global_batch(t, mesh, model.distribution.batch_dim_name) for t in (x, y))
         loss = training.mse(training.forward(model.spec, compute, x), y, spec.loss_reduction)
         wanted = [p for p, w in params.items() if w.requires_grad]
-        grads = dict(zip(wanted, torch.autograd.grad(loss, [params[p] for p in wanted])))
+        grads = dict(zip(self._gradient_paths(model, wanted), torch.autograd.grad(loss, [params[p] for p in wanted])))
         if data_parallel:
             # The mean of the ranks' losses is the global batch's mean; a sum
             # over the batch is that mean times the batch axis' positions.
@@ -176,6 +176,11 @@ class ReferenceModels:
         for variable in model.variables:
             variable.value = weights[variable.path]
         return loss.item()
+
+    def _gradient_paths(self, model, wanted):
+        """The variables the gradients of `wanted` (in order) belong to: those
+        same variables (a mutant pairs them by position with a stale list)."""
+        return wanted
 
     def _differentiated(self, model):
         """Paths that get a gradient: every trainable variable."""

@@ -27,7 +27,7 @@ PER_DISTRIBUTION = settings(settings.default, max_examples=max(1, settings.defau
 each_run = pytest.mark.parametrize("entry, kind", [(e, k) for e in ENTRIES for k in (DATA_PARALLEL, MODEL_PARALLEL)])
 
 
-def trained(kdist, data, entry=None, kind=None, every_factorisation=False, freeze=False):
+def trained(kdist, data, entry=None, kind=None, every_factorisation=False, freeze=None):
     """(example, what the oracle expects, observations by rank) of one drawn
     training run. Most tests keep to the meshes of (world,) DataParallel and
     (1, world) ModelParallel, so that each fact keeps its own verdict on a
@@ -78,13 +78,15 @@ def test_final_weights_on_every_mesh_factorisation(kdist, kind, data):
 
 @pytest.mark.clause("train.equivalence")
 @pytest.mark.parametrize("kind", (DATA_PARALLEL, MODEL_PARALLEL))
+@pytest.mark.parametrize("frozen_once", ("built", "trained"))
 @PER_DISTRIBUTION
 @given(data=st.data())
-def test_frozen_layers_keep_their_weights_and_the_others_train(kdist, kind, data):
-    """`layer.trainable = False` on some layers of a built model, then fit: the
-    frozen layers' variables keep their values exactly, the others train to the
-    single-process weights of the same freeze."""
-    assert_final_weights(*trained(kdist, data, "fit", kind, freeze=True))
+def test_frozen_layers_keep_their_weights_and_the_others_train(kdist, frozen_once, kind, data):
+    """`layer.trainable = False` on some layers of a built model, or of one
+    trained for some SGD steps (then compiled again), then fit: from the
+    freeze on, the frozen layers' variables keep their values exactly, the
+    others train to the single-process weights of the same freeze."""
+    assert_final_weights(*trained(kdist, data, "fit", kind, freeze=frozen_once))
 
 
 def assert_final_weights(example, expected, observations):
