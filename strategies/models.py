@@ -65,12 +65,14 @@ def model_distributions(draw, world_size, model, kind=None, every_factorisation=
 
 
 @st.composite
-def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=True, freeze=None):
+def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=True, freeze=None, decay=True):
     """A training run; `entry` fixes the entry point (fit or train_on_batch) and
     `kind` the distribution (DataParallel or ModelParallel), else they are
     drawn; every_factorisation as model_distributions takes it. `freeze`
     freezes some layers (never all): once the model is "built", or once it is
-    "trained" for some steps (SGD, whose steps the oracle bounds beyond one)."""
+    "trained" for some steps (SGD, whose steps the oracle bounds beyond one).
+    decay=False draws no weight decay (nor AdamW): a decayed variable moves
+    whether or not it gets a gradient."""
     model = draw(model_specs(min_layers=2 if freeze else 1), label="model")
     frozen = ()
     if freeze:
@@ -79,11 +81,14 @@ def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=Tru
                                    label="frozen layers")))
     distribution = draw(model_distributions(world_size, model, kind, every_factorisation), label="distribution")
     per_slice = draw(st.integers(1, 3), label="per-slice batch")
-    optimizer = draw(st.sampled_from(("sgd",) if freeze == "trained" else OPTIMIZERS), label="optimizer")
+    optimizers = [name for name in OPTIMIZERS if decay or name != "adamw"]
+    optimizer = draw(st.sampled_from(("sgd",) if freeze == "trained" else optimizers), label="optimizer")
     # The oracle bounds one step of the adaptive optimizers only (training.train
     # says why); SGD, which shows averaging bugs best, gets several.
     steps = 1 if optimizer in ONE_STEP_OPTIMIZERS else draw(st.integers(1, 3), label="steps")
-    decays = WEIGHT_DECAYS if optimizer == "adamw" else (None, *WEIGHT_DECAYS)
+    decays = WEIGHT_DECAYS if optimizer == "adamw" else (None, *WEIGHT_DECAYS)  # AdamW always decays
+    if not decay:
+        decays = (None,)
     freeze_after = 0
     if freeze == "trained":
         steps = max(steps, 2)  # a step before the freeze and one after it

@@ -27,13 +27,13 @@ PER_DISTRIBUTION = settings(settings.default, max_examples=max(1, settings.defau
 each_run = pytest.mark.parametrize("entry, kind", [(e, k) for e in ENTRIES for k in (DATA_PARALLEL, MODEL_PARALLEL)])
 
 
-def trained(kdist, data, entry=None, kind=None, every_factorisation=False, freeze=None):
+def trained(kdist, data, entry=None, kind=None, every_factorisation=False, freeze=None, decay=True):
     """(example, what the oracle expects, observations by rank) of one drawn
     training run. Most tests keep to the meshes of (world,) DataParallel and
     (1, world) ModelParallel, so that each fact keeps its own verdict on a
     Keras that breaks other meshes (3.15.1: see its baseline);
     test_final_weights_on_every_mesh_factorisation draws the rest."""
-    spec = train_specs(kdist.world_size, entry, kind, every_factorisation, freeze)
+    spec = train_specs(kdist.world_size, entry, kind, every_factorisation, freeze, decay)
     example = TrainExample(train=data.draw(spec, label="training"))
     return example, training.train(example.train), kdist.run(bodies.train, example)
 
@@ -118,8 +118,9 @@ def test_every_rank_ends_with_the_same_weights(kdist, entry, kind, data):
 @given(data=st.data())
 def test_every_variable_that_should_move_moves(kdist, entry, kind, data):
     """Gradient flow: a variable that single-process training surely moves (by
-    more than its error bound) must not keep its initial value."""
-    example, expected, observations = trained(kdist, data, entry, kind)
+    more than its error bound) must not keep its initial value. No weight
+    decay: it would move a variable that gets no gradient."""
+    example, expected, observations = trained(kdist, data, entry, kind, decay=False)
     for rank, got in enumerate(observations):
         for path in expected.weights:
             if expected.surely_moved(path):
