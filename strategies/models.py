@@ -16,6 +16,7 @@ TRAIN_DTYPES = ("float32",)
 # AdamW is Adam with a weight decay of its own; any of them may decay and clip.
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 LOSS_REDUCTIONS = ("sum_over_batch_size", "sum")
+DATA_KINDS = ("numpy", "tensor")  # what a user hands fit and train_on_batch
 # Powers of two: lr * weight_decay * w is exact in float32, so a wrong decay
 # cannot hide in rounding. clipnorm from below typical gradient norms to
 # above them, so that some gradients are clipped and some not.
@@ -107,6 +108,7 @@ def train_specs(draw, world_size, entry=None, kind=None, every_factorisation=Tru
         loss_reduction=draw(st.sampled_from(LOSS_REDUCTIONS), label="loss reduction"),
         weight_decay=draw(st.sampled_from(decays), label="weight decay"),
         clipnorm=draw(st.sampled_from((None, *CLIPNORMS)), label="clipnorm"),
+        data_kind=draw(st.sampled_from(DATA_KINDS), label="data kind"),
     )
 
 

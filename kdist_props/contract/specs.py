@@ -131,6 +131,7 @@ class TrainSpec:
     loss_reduction: str = "sum_over_batch_size"  # the mean squared error's reduction over the batch
     weight_decay: float = None  # the optimizer's weight_decay (None: no decay)
     clipnorm: float = None  # the optimizer's clipnorm: each gradient scaled to at most this L2 norm
+    data_kind: str = "numpy"  # how the batch reaches the entry point: numpy arrays or torch tensors
 
     def is_frozen(self, path, step):
         """Whether the variable at `path` belongs to a layer frozen at `step` (counted from 0)."""

@@ -172,7 +172,8 @@ class Target:
 
     def train(self, model, spec, x, y):
         """spec.steps steps of spec.optimizer through spec.entry on this rank's
-        batch; returns the loss of every step."""
+        batch (torch tensors x, y, handed to the entry point as spec.data_kind
+        says); returns the loss of every step."""
         raise NotImplementedError
 
     def freeze_layers(self, model, layers):

@@ -117,7 +117,8 @@ class KerasModels:
             # ranks on the same path as the loss tracker's.
             model.compile(optimizer=optimizer, loss=keras.losses.MeanSquaredError(reduction=spec.loss_reduction),
                           metrics=["mean_squared_error"])
-            x, y = x.numpy(), y.numpy()
+            if spec.data_kind == "numpy":
+                x, y = x.numpy(), y.numpy()
             if spec.entry == "fit":
                 history = model.fit(x, y, batch_size=len(x), epochs=spec.steps, shuffle=False, verbose=0)
                 return history.history["loss"]

@@ -12,7 +12,8 @@ from kdist_props.contract import oracles
 from kdist_props.strategies.dtypes import ALL
 from kdist_props.strategies.layouts import invalid_layouts, layouts
 from kdist_props.strategies.meshes import mesh_configs, meshes, near_twins
-from kdist_props.strategies.models import CLIPNORMS, LOSS_REDUCTIONS, OPTIMIZERS, WEIGHT_DECAYS, train_specs
+from kdist_props.strategies.models import (CLIPNORMS, DATA_KINDS, LOSS_REDUCTIONS, OPTIMIZERS, WEIGHT_DECAYS,
+                                           train_specs)
 from kdist_props.strategies.tensors import MATMUL_KINDS, laid_out_tensors, matmul_cases
 
 pytestmark = pytest.mark.selftest
@@ -100,6 +101,7 @@ def test_training_runs_reach_both_distributions_optimizers_and_entries():
     assert {t.optimizer for t in drawn} == set(OPTIMIZERS)
     assert {t.entry for t in drawn} == {"fit", "train_on_batch"}
     assert {t.loss_reduction for t in drawn} == set(LOSS_REDUCTIONS)
+    assert {t.data_kind for t in drawn} == set(DATA_KINDS)
     assert {t.clipnorm for t in drawn} == {None, *CLIPNORMS}
     assert {t.weight_decay for t in drawn} == {None, *WEIGHT_DECAYS}
     assert all(t.weight_decay is not None for t in drawn if t.optimizer == "adamw"), "AdamW always decays"
