@@ -168,3 +168,30 @@ def assert_identical(actual, expected, what, example):
     assert actual.shape == expected.shape, describe_mismatch(f"{what} shape", tuple(expected.shape),
                                                              tuple(actual.shape), example)
     assert torch.equal(actual, expected), describe_mismatch(what, expected, actual, example)
+
+
+def assert_model_reads(observed, expected, rank, example, when=""):
+    """A ModelStorageObservation lists the variables of `expected` ({path: full
+    value}) in order, and every read of each, and get_weights, gives its full
+    value; `when` ends each message (e.g. " after load_weights")."""
+    paths = [path for path, _ in observed.variables]
+    assert paths == list(expected), describe_mismatch(f"rank {rank} variables listed{when}", list(expected), paths,
+                                                      example)
+    assert len(observed.weights) == len(expected), describe_mismatch(
+        f"rank {rank} number of get_weights() values{when}", len(expected), len(observed.weights), example)
+    for path, got in observed.variables:
+        for how, value in got.reads:
+            assert_identical(value, expected[path], f"rank {rank} {path} read by {how}{when}", example)
+    for (path, value), weight in zip(expected.items(), observed.weights):
+        assert_identical(weight, value, f"rank {rank} {path} read by get_weights{when}", example)
+
+
+def assert_model_layout(observed, distribution, expected, rank, example, when=""):
+    """Every variable of a ModelStorageObservation has its LayoutMap axes under
+    `distribution` and holds the chunk shard of its full value in `expected`."""
+    for path, got in observed.variables:
+        axes = expected_layout_map_axes(distribution, path, expected[path].ndim)
+        assert got.axes == axes, describe_mismatch(f"rank {rank} {path} layout{when}", axes, got.axes, example)
+        placements = expected_placements(distribution.mesh, axes)
+        local = expected_local_shard(expected[path], distribution.mesh, placements, rank)
+        assert_identical(got.local, local, f"rank {rank} {path} local shard{when}", example)

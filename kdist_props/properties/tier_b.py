@@ -12,8 +12,8 @@ from kdist_props.properties.inputs import target_variable, user_input
 from kdist_props.contract.specs import (
     UNDISTRIBUTED,
     AssignExample,
-    CheckpointExample,
     AssignObservation,
+    CheckpointExample,
     ExplicitVariableExample,
     ExplicitVariableObservation,
     FullObservation,

@@ -24,17 +24,7 @@ def test_loaded_weights_read_the_saved_values(kdist, data):
     example = data.draw(checkpoint_examples(kdist.world_size), label="checkpoint")
     saved = training.initial_weights(example.model)
     for rank, observed in enumerate(kdist.run(tier_b.checkpoint, example)):
-        paths = [path for path, _ in observed.variables]
-        assert paths == list(saved), oracles.describe_mismatch(f"rank {rank} variables", list(saved), paths, example)
-        for path, got in observed.variables:
-            for how, value in got.reads:
-                oracles.assert_identical(value, saved[path], f"rank {rank} {path} read by {how} after load_weights",
-                                         example)
-        assert len(observed.weights) == len(saved), oracles.describe_mismatch(
-            f"rank {rank} number of get_weights() values", len(saved), len(observed.weights), example)
-        for (path, expected), value in zip(saved.items(), observed.weights):
-            oracles.assert_identical(value, expected, f"rank {rank} {path} read by get_weights after load_weights",
-                                     example)
+        oracles.assert_model_reads(observed, saved, rank, example, when=" after load_weights")
 
 
 @pytest.mark.clause("model.checkpoint")
@@ -44,10 +34,4 @@ def test_a_distributed_model_keeps_its_layout_through_load_weights(kdist, data):
     example = data.draw(checkpoint_examples(kdist.world_size, into_distributed), label="checkpoint")
     saved = training.initial_weights(example.model)
     for rank, observed in enumerate(kdist.run(tier_b.checkpoint, example)):
-        for path, got in observed.variables:
-            axes = oracles.expected_layout_map_axes(example.distribution, path, saved[path].ndim)
-            assert got.axes == axes, oracles.describe_mismatch(
-                f"rank {rank} {path} layout after load_weights", axes, got.axes, example)
-            placements = oracles.expected_placements(example.distribution.mesh, axes)
-            local = oracles.expected_local_shard(saved[path], example.distribution.mesh, placements, rank)
-            oracles.assert_identical(got.local, local, f"rank {rank} {path} local shard after load_weights", example)
+        oracles.assert_model_layout(observed, example.distribution, saved, rank, example, when=" after load_weights")

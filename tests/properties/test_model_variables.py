@@ -44,12 +44,7 @@ def test_variables_have_their_layout_and_chunk_shards(kdist, data):
         paths = [path for path, _ in observed.variables]
         assert paths == list(initial), oracles.describe_mismatch(f"rank {rank} variable paths", list(initial),
                                                                  paths, example)
-        for path, got in observed.variables:
-            axes = oracles.expected_layout_map_axes(distribution, path, initial[path].ndim)
-            assert got.axes == axes, oracles.describe_mismatch(f"rank {rank} {path} layout", axes, got.axes, example)
-            placements = oracles.expected_placements(distribution.mesh, axes)
-            local = oracles.expected_local_shard(initial[path], distribution.mesh, placements, rank)
-            oracles.assert_identical(got.local, local, f"rank {rank} {path} local shard", example)
+        oracles.assert_model_layout(observed, distribution, initial, rank, example)
 
 
 @pytest.mark.clause("variable.scope")
@@ -72,16 +67,7 @@ def test_every_read_gives_the_full_value(kdist, data):
     example = ModelExample(model, distribution)
     initial = training.initial_weights(model)
     for rank, observed in enumerate(kdist.run(tier_b.model_storage, example)):
-        paths = [path for path, _ in observed.variables]
-        assert paths == list(initial), oracles.describe_mismatch(f"rank {rank} variables listed", list(initial),
-                                                                 paths, example)
-        assert len(observed.weights) == len(initial), oracles.describe_mismatch(
-            f"rank {rank} number of get_weights() values", len(initial), len(observed.weights), example)
-        for path, got in observed.variables:
-            for how, value in got.reads:
-                oracles.assert_identical(value, initial[path], f"rank {rank} {path} read by {how}", example)
-        for (path, expected), value in zip(initial.items(), observed.weights):
-            oracles.assert_identical(value, expected, f"rank {rank} {path} read by get_weights", example)
+        oracles.assert_model_reads(observed, initial, rank, example)
 
 
 @pytest.mark.clause("variable.read")

@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from kdist_props.cluster.errors import RankCrash, RankError
 from kdist_props.cluster.messages import RaisedOutcome
+from kdist_props.contract.oracles import describe_mismatch
 from kdist_props.harness.outcomes import failures
 from kdist_props.reporting.report import NOT_RUN_REASON, ReportBuilder, load, summary_lines, to_markdown, write
 
@@ -399,10 +401,6 @@ def test_mutants_prints_the_reference_failures_from_pytests_log(tmp_path):
 
 
 def test_a_mismatch_of_a_matrix_is_one_reason_line():
-    import torch
-
-    from kdist_props.contract.oracles import describe_mismatch
-
     message = describe_mismatch("d0/kernel", torch.tensor([[0.5], [1.0]]), torch.tensor([[0.5], [0.0]]), "example")
     assert "\n" not in message and "[[0.5], [0. ]]" in message, \
         f"expected the whole mismatch on one line (a reason is the message's first line); got {message!r}"
